@@ -9,7 +9,9 @@ pub mod digest;
 pub mod drivers;
 pub mod error;
 pub mod log;
+pub mod pull;
 pub mod registry;
+pub mod runtime;
 pub mod store;
 pub mod unpack;
 
