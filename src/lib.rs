@@ -8,6 +8,7 @@ pub mod config;
 pub mod digest;
 pub mod drivers;
 pub mod error;
+pub mod ffi;
 pub mod log;
 pub mod pull;
 pub mod registry;
