@@ -242,6 +242,13 @@ fn status_of_code(code: &OciErrorCode) -> u16 {
     }
 }
 
+/// The code as the registry sent it, e.g. `MANIFEST_UNKNOWN`.
+fn wire_code(code: &OciErrorCode) -> String {
+    serde_json::to_string(code)
+        .map(|s| s.trim_matches('"').to_string())
+        .unwrap_or_else(|_| format!("{code:?}"))
+}
+
 fn map_error(err: OciDistributionError, op: Op) -> Error {
     use OciDistributionError as E;
     match err {
@@ -271,7 +278,7 @@ fn map_error(err: OciDistributionError, op: Op) -> Error {
             let detail: Vec<String> = envelope
                 .errors
                 .iter()
-                .map(|e| format!("{:?}: {}", e.code, e.message))
+                .map(|e| format!("{}: {}", wire_code(&e.code), e.message))
                 .collect();
             http_error(code, &detail.join("; "), op)
         }
@@ -318,6 +325,7 @@ mod tests {
     fn registry_errors_map_to_statuses() {
         let e = map_error(envelope(OciErrorCode::ManifestUnknown), Op::Manifest);
         assert_eq!((e.status, e.http_status), (Status::ManifestUnknown, 404));
+        assert!(e.message.contains("MANIFEST_UNKNOWN: msg"), "{}", e.message);
         assert_eq!(
             map_error(envelope(OciErrorCode::NameUnknown), Op::Manifest).status,
             Status::ManifestUnknown

@@ -130,7 +130,7 @@ impl Source {
             Source::Registry(s, _) => s.top_digest().await,
             Source::Layout(s, _) => s.top_descriptor().map(|d| d.digest),
         };
-        result.map_err(|e| annotate(e, self.name(), "looking up the digest"))
+        result.map_err(|e| annotate(e, self.name(), "looking up the digest of"))
     }
 
     /// Manifest (through an index if needed), then config, all verified.
@@ -255,9 +255,13 @@ impl Source {
     /// item when size or sha256 do not match (DigestMismatch) or the body is short (Io or
     /// Network).
     pub async fn blob(&self, desc: &BlobDesc) -> Result<BlobStream> {
-        self.blob_unannotated(desc)
-            .await
-            .map_err(|e| annotate(e, self.name(), format!("fetching blob {}", desc.digest)))
+        self.blob_unannotated(desc).await.map_err(|e| {
+            annotate(
+                e,
+                self.name(),
+                &format!("fetching blob {} from", desc.digest),
+            )
+        })
     }
 
     async fn blob_unannotated(&self, desc: &BlobDesc) -> Result<BlobStream> {
@@ -302,8 +306,8 @@ fn blob_desc(d: &manifest::Descriptor) -> BlobDesc {
     }
 }
 
-/// Names the reference in the message (once) and as the subject.
-fn annotate(error: Error, name: &str, doing: impl std::fmt::Display) -> Error {
+/// Names the reference in the message (once, as "<doing> <name>: cause") and as the subject.
+fn annotate(error: Error, name: &str, doing: &str) -> Error {
     let error = if error.message.contains(name) {
         error
     } else {
