@@ -36,6 +36,26 @@ fn main() {
             major.to_string()
         };
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libcimage.so.{sover}");
+        link_soname_in_target_dir(&format!("libcimage.so.{sover}"));
+    }
+}
+
+/// Programs linked with -lcimage ask the loader for the SONAME: give target/<profile>/ a
+/// `libcimage.so.0.N -> libcimage.so` link so they run straight from the build tree.
+fn link_soname_in_target_dir(soname: &str) {
+    // OUT_DIR is target/<profile>/build/cimage-<hash>/out.
+    let Some(out) = std::env::var_os("OUT_DIR").map(PathBuf::from) else {
+        return;
+    };
+    let Some(profile_dir) = out.ancestors().nth(3) else {
+        return;
+    };
+    let link = profile_dir.join(soname);
+    if std::fs::read_link(&link).is_err() {
+        let _ = std::fs::remove_file(&link);
+        if let Err(e) = std::os::unix::fs::symlink("libcimage.so", &link) {
+            println!("cargo:warning=could not create {}: {e}", link.display());
+        }
     }
 }
 

@@ -165,6 +165,7 @@ pub async fn pull(
                 "{name}: {top} is already in the store as image {}",
                 img.id
             ));
+            report_present_blobs(&store, &img.id, &progress).await;
             return add_name(&store, &img.id, &name).await;
         }
     }
@@ -213,9 +214,43 @@ async fn add_name(store: &Arc<Store>, id: &str, name: &str) -> Result<ImageInfo>
     .await
 }
 
+/// A warm pull fetches nothing: report every blob of the stored manifest as already present.
+async fn report_present_blobs(store: &Arc<Store>, id: &str, progress: &ProgressSink) {
+    let s = store.clone();
+    let id = id.to_string();
+    let Ok(manifest) = blocking(move || s.image_manifest(&id)).await else {
+        return;
+    };
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&manifest) else {
+        return;
+    };
+    for layer in doc
+        .get("layers")
+        .and_then(|l| l.as_array())
+        .into_iter()
+        .flatten()
+    {
+        if let Some(d) = layer.get("digest").and_then(|d| d.as_str()) {
+            progress.send(Progress::Skipped {
+                digest: d.to_string(),
+            });
+        }
+    }
+    if let Some(d) = doc.pointer("/config/digest").and_then(|d| d.as_str()) {
+        progress.send(Progress::Config {
+            digest: d.to_string(),
+        });
+    }
+}
+
 /// Runs store work (file locks, fsync) off the async worker threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    match tokio::task::spawn_blocking(f).await {
+    joined(tokio::task::spawn_blocking(f).await)
+}
+
+/// A finished task's result; a panic inside it becomes PANIC.
+fn joined<T>(r: std::result::Result<Result<T>, tokio::task::JoinError>) -> Result<T> {
+    match r {
         Ok(r) => r,
         Err(e) if e.is_panic() => Err(Error::new(
             Status::Panic,
@@ -224,7 +259,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
                 crate::runtime::panic_message(e.into_panic())
             ),
         )),
-        Err(e) => Err(Error::internal(format!("blocking task failed: {e}"))),
+        Err(e) => Err(Error::internal(format!("task failed: {e}"))),
     }
 }
 
@@ -423,17 +458,7 @@ async fn fetch_layers(
 async fn join(
     h: tokio::task::JoinHandle<Result<(StagingDir, NewLayer)>>,
 ) -> Result<(StagingDir, NewLayer)> {
-    match h.await {
-        Ok(r) => r,
-        Err(e) if e.is_panic() => Err(Error::new(
-            Status::Panic,
-            format!(
-                "internal panic: {}",
-                crate::runtime::panic_message(e.into_panic())
-            ),
-        )),
-        Err(e) => Err(Error::internal(format!("layer task failed: {e}"))),
-    }
+    joined(h.await)
 }
 
 async fn commit(
@@ -535,10 +560,7 @@ async fn fetch_one(
         done,
         total,
     });
-    let (stats, compression) = match extract.await {
-        Ok(r) => r?,
-        Err(e) => return Err(Error::internal(format!("extraction task failed: {e}"))),
-    };
+    let (stats, compression) = joined(extract.await)?;
     progress.send(Progress::Verifying {
         digest: desc.digest.clone(),
     });

@@ -156,16 +156,11 @@ fn parse_docker(s: &str) -> Result<DockerRef> {
 }
 
 /// containers/image's splitDockerDomain: the first component is a registry when it has a
-/// '.' or ':', is "localhost", or has uppercase letters (which a repository cannot have).
+/// '.' or ':', or is "localhost". (Docker also takes an uppercase first component for a host;
+/// we do not: "UPPER/case" is far more likely a mistyped repository, and is refused as one.)
 fn split_registry(name: &str) -> (String, String) {
     let (registry, remainder) = match name.split_once('/') {
-        Some((first, rest))
-            if first.contains(['.', ':'])
-                || first == "localhost"
-                || first.bytes().any(|b| b.is_ascii_uppercase()) =>
-        {
-            (first, rest)
-        }
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => (first, rest),
         _ => (DOCKER_HUB, name),
     };
     let registry = if registry == DOCKER_HUB_LEGACY {
