@@ -113,6 +113,16 @@ static char *xstrdup(const char *s)
     return memcpy(xmalloc(len), s, len);
 }
 
+/* A copy of a table cell with control characters shown as '?', so no name can break the table. */
+static char *printable_copy(const char *s)
+{
+    char *copy = xstrdup(s);
+    for (char *c = copy; *c != '\0'; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f)
+            *c = '?';
+    return copy;
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* Argument parsing                                                                     */
 
@@ -382,7 +392,7 @@ static void table_add_row(struct table *t, const char *const *cells)
         t->capacity = capacity;
     }
     for (size_t c = 0; c < t->columns; c++)
-        t->cells[t->rows * t->columns + c] = xstrdup(cells[c]);
+        t->cells[t->rows * t->columns + c] = printable_copy(cells[c]);
     t->rows++;
 }
 
