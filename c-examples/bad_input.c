@@ -31,29 +31,35 @@
 /* ------------------------------------------------------------------------------------ */
 /* Reporting                                                                            */
 
+/* Prints "<tag>  <what>: <details>" as one line, whatever the details contain. */
+static void print_check_line(const char *tag, const char *what, const char *format, va_list args)
+{
+    char details[1024] = "";
+
+    if (format != NULL)
+        vsnprintf(details, sizeof details, format, args);
+    for (char *c = details; *c != '\0'; c++)
+        if ((unsigned char)*c < 0x20)
+            *c = ' ';
+    printf("%-5s %s%s%s\n", tag, what, details[0] != '\0' ? ": " : "", details);
+    fflush(stdout);
+}
+
 static void passed(const char *what, const char *format, ...)
 {
     va_list args;
-    printf("ok    %s", what);
-    if (format != NULL) {
-        fputs(": ", stdout);
-        va_start(args, format);
-        vprintf(format, args);
-        va_end(args);
-    }
-    fputc('\n', stdout);
-    fflush(stdout);
+    va_start(args, format);
+    print_check_line("ok", what, format, args);
+    va_end(args);
 }
 
 /* A wrong result: report it and stop (exit status 1). */
 static void failed(const char *what, const char *format, ...)
 {
     va_list args;
-    printf("FAIL  %s: ", what);
     va_start(args, format);
-    vprintf(format, args);
+    print_check_line("FAIL", what, format, args);
     va_end(args);
-    fputc('\n', stdout);
     exit(EXIT_FAILURE);
 }
 
