@@ -14,7 +14,7 @@
  * them with the oci: transport into a vfs store there. Prints one line per check and
  * exits 1 at the first wrong result, 0 when all pass.
  */
-#define _POSIX_C_SOURCE 200809L /* mkdir */
+#define _POSIX_C_SOURCE 200809L /* mkdir, realpath */
 
 #include "cimage.h"
 
@@ -808,24 +808,31 @@ static void check_handles_outlive_store(cimage_store *store, const char *scratch
 
 int main(int argc, char **argv)
 {
+    char *scratch;
     cimage_store *store;
 
     if (argc != 2) {
         fprintf(stderr, "usage: bad_input SCRATCH_DIR\n");
         return EXIT_FAILURE;
     }
+    /* Store roots must be absolute paths. */
+    scratch = realpath(argv[1], NULL);
+    if (scratch == NULL)
+        failed("setup", "scratch directory %s: %s", argv[1], strerror(errno));
+
     check_library_basics();
     check_free_null();
     check_getters_on_null();
     check_option_setters();
-    check_store_open_errors(argv[1]);
+    check_store_open_errors(scratch);
 
-    store = open_scratch_store(argv[1]);
+    store = open_scratch_store(scratch);
     check_null_arguments(store);
     check_unknown_ids(store);
     check_malformed_references(store);
-    check_bad_layouts(store, argv[1]);
-    check_handles_outlive_store(store, argv[1]);
+    check_bad_layouts(store, scratch);
+    check_handles_outlive_store(store, scratch);
+    free(scratch);
     printf("all checks passed\n");
     return EXIT_SUCCESS;
 }

@@ -447,6 +447,29 @@ static void split_image_name(const char *name, char *repository, size_t reposito
 /* ------------------------------------------------------------------------------------ */
 /* The store                                                                            */
 
+/* PATH made absolute against the working directory (the library wants absolute roots). */
+static char *absolute_path(const char *path)
+{
+    char cwd[4096];
+    char *joined;
+
+    if (path[0] == '/' || getcwd(cwd, sizeof cwd) == NULL)
+        return xstrdup(path); /* if the directory is unknown, let the library judge the path */
+    joined = xmalloc(strlen(cwd) + 1 + strlen(path) + 1);
+    sprintf(joined, "%s/%s", cwd, path);
+    return joined;
+}
+
+/* Sets a root directory option, given as a possibly relative PATH. */
+static cimage_status set_root_option(cimage_status (*set)(cimage_store_options *, const char *, cimage_error **),
+                                     cimage_store_options *store_options, const char *path, cimage_error **err)
+{
+    char *absolute = absolute_path(path);
+    cimage_status status = set(store_options, absolute, err);
+    free(absolute);
+    return status;
+}
+
 /* Opens the store the global options describe. Returns 0, or 1 after reporting the error. */
 static int open_store(cimage_store **store)
 {
@@ -460,9 +483,9 @@ static int open_store(cimage_store **store)
         if (store_options == NULL)
             return report_failure(CIMAGE_STATUS_INTERNAL, "cannot allocate store options");
         if (options.root != NULL)
-            status = cimage_store_options_set_graph_root(store_options, options.root, &err);
+            status = set_root_option(cimage_store_options_set_graph_root, store_options, options.root, &err);
         if (status == CIMAGE_STATUS_OK && options.run_root != NULL)
-            status = cimage_store_options_set_run_root(store_options, options.run_root, &err);
+            status = set_root_option(cimage_store_options_set_run_root, store_options, options.run_root, &err);
         if (status == CIMAGE_STATUS_OK && options.driver != NULL)
             status = cimage_store_options_set_driver(store_options, options.driver, &err);
     }

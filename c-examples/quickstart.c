@@ -1,7 +1,7 @@
 /*
  * quickstart: a short tour of the cimage C API.
  *
- *     quickstart GRAPH_ROOT RUN_ROOT REFERENCE
+ *     quickstart GRAPH_ROOT RUN_ROOT REFERENCE     (absolute paths)
  *
  * Opens a store, pulls REFERENCE (TLS verification off, for a local test registry),
  * creates a container from the image, mounts it, prints the mount point, then unmounts
