@@ -14,7 +14,7 @@
  * them with the oci: transport into a vfs store there. Prints one line per check and
  * exits 1 at the first wrong result, 0 when all pass.
  */
-#define _POSIX_C_SOURCE 200809L /* mkdir, realpath */
+#define _XOPEN_SOURCE 700 /* POSIX 2008 with X/Open: mkdir, realpath */
 
 #include "cimage.h"
 
