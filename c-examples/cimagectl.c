@@ -76,11 +76,14 @@ static int report_error(cimage_status status, cimage_error *err)
 /* Reports a failure found by cimagectl itself (a bad option value, nothing to delete). */
 static int report_failure(cimage_status status, const char *format, ...)
 {
+    char message[1024];
     va_list args;
-    fprintf(stderr, "cimagectl: %s: ", cimage_status_name(status));
+
     va_start(args, format);
-    vfprintf(stderr, format, args);
+    vsnprintf(message, sizeof message, format, args);
     va_end(args);
+    fprintf(stderr, "cimagectl: %s: ", cimage_status_name(status));
+    print_on_one_line(stderr, message); /* it may quote what the user typed */
     fputc('\n', stderr);
     return EXIT_FAILURE;
 }
