@@ -1,0 +1,600 @@
+//! A pull: resolve the reference, fetch what the store lacks, and record the image.
+//!
+//! Each missing layer goes through one pass — downloaded, verified, decompressed and extracted
+//! as the bytes arrive — into a staging directory of its own, several layers at once. Layers
+//! are then committed in order (a layer's record needs its parent's), so a failure or a cancel
+//! leaves no partial layer: staging directories are removed when they drop.
+
+use crate::config::storage::DriverKind;
+use crate::digest;
+use crate::error::{Error, Result, ResultExt, Status};
+use crate::registry::{self, BlobDesc, Platform, Reference, ResolvedImage, Source, SourceOptions};
+use crate::runtime::CancelFlag;
+use crate::store::{layer_id_for, BigData, ImageInfo, NewImage, NewLayer, StagingDir, Store};
+use crate::unpack::{self, compression, ApplyOptions};
+use futures_util::StreamExt;
+use std::io::Read;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// When to talk to the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Ask the registry; fetch what is missing.
+    #[default]
+    Always,
+    /// No network at all when the store already has an image of that name.
+    Missing,
+    /// Never touch the network: the image must be in the store.
+    Never,
+}
+
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    pub tls_verify: bool,
+    /// None: the host's platform.
+    pub platform: Option<Platform>,
+    pub policy: PullPolicy,
+    /// Layers fetched at once.
+    pub parallel_layers: usize,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            tls_verify: true,
+            platform: None,
+            policy: PullPolicy::Always,
+            parallel_layers: 3,
+        }
+    }
+}
+
+/// What a pull reports while it works.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    Resolving {
+        reference: String,
+    },
+    Downloading {
+        digest: String,
+        done: u64,
+        total: u64,
+    },
+    Verifying {
+        digest: String,
+    },
+    Extracting {
+        digest: String,
+    },
+    Done {
+        digest: String,
+    },
+    Skipped {
+        digest: String,
+    },
+    Retrying {
+        digest: String,
+        message: String,
+    },
+    Failed {
+        digest: String,
+        message: String,
+    },
+    Config {
+        digest: String,
+    },
+    Committing {
+        reference: String,
+    },
+}
+
+/// Where progress goes; sending never blocks and a gone receiver is fine.
+#[derive(Clone)]
+pub struct ProgressSink(Option<Sender<Progress>>);
+
+impl ProgressSink {
+    pub fn new(tx: Sender<Progress>) -> ProgressSink {
+        ProgressSink(Some(tx))
+    }
+    pub fn none() -> ProgressSink {
+        ProgressSink(None)
+    }
+    fn send(&self, p: Progress) {
+        if let Some(tx) = &self.0 {
+            let _ = tx.send(p);
+        }
+    }
+}
+
+/// Pulls `reference` into `store`.
+pub async fn pull(
+    store: Arc<Store>,
+    reference: &str,
+    opts: &PullOptions,
+    progress: ProgressSink,
+    cancel: CancelFlag,
+) -> Result<ImageInfo> {
+    let parsed = registry::parse_reference(reference)?;
+    let name = parsed.storage_name();
+    if opts.policy != PullPolicy::Always {
+        let s = store.clone();
+        let n = name.clone();
+        let found = blocking(move || s.image(&n)).await;
+        match found {
+            Ok(img) => {
+                crate::log::debug(format!(
+                    "{name} is in the store; policy {:?}: not contacting the registry",
+                    opts.policy
+                ));
+                return Ok(img);
+            }
+            Err(e) if e.status == Status::NotFound && opts.policy == PullPolicy::Never => {
+                return Err(Error::not_found(format!(
+                    "image {name} is not in the store and the pull policy is never"
+                ))
+                .with_subject(name));
+            }
+            Err(e) if e.status == Status::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    progress.send(Progress::Resolving {
+        reference: parsed.to_string(),
+    });
+    let source_opts = SourceOptions {
+        tls_verify: opts.tls_verify,
+        platform: opts.platform.clone().unwrap_or_else(Platform::host),
+    };
+    let source = Arc::new(tokio::select! {
+        s = Source::open(&parsed, &source_opts) => s?,
+        _ = cancel.cancelled() => return Err(Error::cancelled()),
+    });
+
+    // Warm pull: the reference still points at what we have; only add the name.
+    let top = tokio::select! {
+        t = source.top_digest() => t,
+        _ = cancel.cancelled() => return Err(Error::cancelled()),
+    };
+    if let Ok(top) = &top {
+        let s = store.clone();
+        let t = top.clone();
+        if let Ok(img) = blocking(move || s.image(&t)).await {
+            crate::log::debug(format!(
+                "{name}: {top} is already in the store as image {}",
+                img.id
+            ));
+            return add_name(&store, &img.id, &name).await;
+        }
+    }
+
+    let resolved = tokio::select! {
+        r = source.resolve() => r?,
+        _ = cancel.cancelled() => return Err(Error::cancelled()),
+    };
+    crate::log::debug(format!(
+        "{name}: manifest {} config {} with {} layers",
+        resolved.manifest_digest,
+        resolved.config_digest,
+        resolved.layers.len()
+    ));
+    fetch_layers(&store, &source, &resolved, opts, &progress, &cancel).await?;
+    cancel.check()?;
+    progress.send(Progress::Config {
+        digest: resolved.config_digest.clone(),
+    });
+    progress.send(Progress::Committing {
+        reference: parsed.to_string(),
+    });
+    let new = new_image(&parsed, &resolved)?;
+    let s = store.clone();
+    blocking(move || s.commit_image(new)).await
+}
+
+async fn add_name(store: &Arc<Store>, id: &str, name: &str) -> Result<ImageInfo> {
+    let s = store.clone();
+    let (id, name) = (id.to_string(), name.to_string());
+    blocking(move || {
+        let img = s.image(&id)?;
+        if img.names.contains(&name) {
+            return Ok(img);
+        }
+        s.commit_image(NewImage {
+            id: img.id.clone(),
+            top_layer: img.top_layer.clone(),
+            digest: img.digest.clone().unwrap_or_default(),
+            names: vec![name],
+            created: None,
+            big_data: vec![],
+            metadata: String::new(),
+        })
+    })
+    .await
+}
+
+/// Runs store work (file locks, fsync) off the async worker threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => Err(Error::new(
+            Status::Panic,
+            format!(
+                "internal panic: {}",
+                crate::runtime::panic_message(e.into_panic())
+            ),
+        )),
+        Err(e) => Err(Error::internal(format!("blocking task failed: {e}"))),
+    }
+}
+
+/// The image record containers/image would write for this pull (§2.2 big data).
+fn new_image(reference: &Reference, r: &ResolvedImage) -> Result<NewImage> {
+    let id = digest::validate(&r.config_digest)?.to_string();
+    let mhex = digest::validate(&r.manifest_digest)?.to_string();
+    let mut big_data = vec![
+        BigData {
+            key: r.config_digest.clone(),
+            data: r.config.clone(),
+            digest: r.config_digest.clone(),
+        },
+        BigData {
+            key: format!("manifest-{}", r.manifest_digest),
+            data: r.manifest.clone(),
+            digest: r.manifest_digest.clone(),
+        },
+        BigData {
+            key: "manifest".into(),
+            data: r.manifest.clone(),
+            digest: r.manifest_digest.clone(),
+        },
+    ];
+    if let Some((index, index_digest)) = &r.index {
+        big_data.push(BigData {
+            key: format!("manifest-{index_digest}"),
+            data: index.clone(),
+            digest: index_digest.clone(),
+        });
+    }
+    big_data.push(BigData {
+        key: format!("signature-{mhex}"),
+        data: Vec::new(),
+        digest: digest::sha256_digest(b""),
+    });
+    let mut top = None;
+    for d in &r.diff_ids {
+        top = Some(layer_id_for(top.as_deref(), d));
+    }
+    Ok(NewImage {
+        id,
+        top_layer: top,
+        digest: r.manifest_digest.clone(),
+        names: vec![reference.storage_name()],
+        created: r.created.clone(),
+        big_data,
+        metadata: format!("{{\"signatures-sizes\":{{\"{}\":[]}}}}", r.manifest_digest),
+    })
+}
+
+struct PlannedLayer {
+    id: String,
+    parent: Option<String>,
+    desc: BlobDesc,
+    diff_id: String,
+}
+
+async fn fetch_layers(
+    store: &Arc<Store>,
+    source: &Arc<Source>,
+    r: &ResolvedImage,
+    opts: &PullOptions,
+    progress: &ProgressSink,
+    cancel: &CancelFlag,
+) -> Result<()> {
+    if r.layers.len() != r.diff_ids.len() {
+        return Err(Error::new(
+            Status::DigestMismatch,
+            format!(
+                "the manifest lists {} layers but the config {} diff IDs",
+                r.layers.len(),
+                r.diff_ids.len()
+            ),
+        ));
+    }
+    let mut plan = Vec::new();
+    let mut parent: Option<String> = None;
+    for (desc, diff_id) in r.layers.iter().zip(&r.diff_ids) {
+        digest::validate(diff_id)?;
+        let id = layer_id_for(parent.as_deref(), diff_id);
+        let s = store.clone();
+        let i = id.clone();
+        if blocking(move || s.has_layer(&i)).await? {
+            progress.send(Progress::Skipped {
+                digest: desc.digest.clone(),
+            });
+        } else {
+            plan.push(PlannedLayer {
+                id: id.clone(),
+                parent: parent.clone(),
+                desc: desc.clone(),
+                diff_id: diff_id.clone(),
+            });
+        }
+        parent = Some(id);
+    }
+    if plan.is_empty() {
+        return Ok(());
+    }
+    // vfs extracts each layer onto a copy of its parent, so its layers go one after another.
+    let parallel = if store.driver_kind() == DriverKind::Vfs {
+        1
+    } else {
+        opts.parallel_layers.max(1)
+    };
+    // One failure stops the other layers too.
+    let abort = cancel.child();
+    let sem = Arc::new(tokio::sync::Semaphore::new(parallel));
+    let mut handles = Vec::new();
+    for layer in &plan {
+        let task = {
+            let (store, source, progress, abort, sem) = (
+                store.clone(),
+                source.clone(),
+                progress.clone(),
+                abort.clone(),
+                sem.clone(),
+            );
+            let (id, parent, desc, diff_id) = (
+                layer.id.clone(),
+                layer.parent.clone(),
+                layer.desc.clone(),
+                layer.diff_id.clone(),
+            );
+            async move {
+                let _permit = sem
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Error::internal("semaphore closed"))?;
+                abort.check()?;
+                let r = fetch_one(
+                    &store,
+                    &source,
+                    &id,
+                    parent.as_deref(),
+                    &desc,
+                    &diff_id,
+                    &progress,
+                    &abort,
+                )
+                .await;
+                if let Err(e) = &r {
+                    progress.send(Progress::Failed {
+                        digest: desc.digest.clone(),
+                        message: e.message.clone(),
+                    });
+                    abort.cancel();
+                }
+                r
+            }
+        };
+        handles.push(tokio::spawn(task));
+        if parallel == 1 {
+            // vfs: a layer starts from its parent's committed tree, so fetch and commit in order.
+            let h = handles.pop().unwrap();
+            let (staging, new) = join(h).await?;
+            commit(store, staging, new, &layer.desc, progress).await?;
+        }
+    }
+    let mut first_err: Option<Error> = None;
+    let mut committed_ok = true;
+    for (h, layer) in handles.into_iter().zip(plan.iter()) {
+        let r = join(h).await;
+        match r {
+            Ok((staging, new)) if committed_ok && first_err.is_none() => {
+                if let Err(e) = commit(store, staging, new, &layer.desc, progress).await {
+                    abort.cancel();
+                    committed_ok = false;
+                    first_err = Some(e);
+                }
+            }
+            Ok(_) => {} // dropped: its staging directory goes away
+            Err(e) => {
+                if first_err
+                    .as_ref()
+                    .map(|f| f.status == Status::Cancelled && e.status != Status::Cancelled)
+                    .unwrap_or(true)
+                {
+                    first_err = Some(e);
+                }
+            }
+        }
+    }
+    match first_err {
+        Some(e) if cancel.is_cancelled() => Err(if e.status == Status::Cancelled {
+            e
+        } else {
+            Error::cancelled()
+        }),
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+async fn join(
+    h: tokio::task::JoinHandle<Result<(StagingDir, NewLayer)>>,
+) -> Result<(StagingDir, NewLayer)> {
+    match h.await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => Err(Error::new(
+            Status::Panic,
+            format!(
+                "internal panic: {}",
+                crate::runtime::panic_message(e.into_panic())
+            ),
+        )),
+        Err(e) => Err(Error::internal(format!("layer task failed: {e}"))),
+    }
+}
+
+async fn commit(
+    store: &Arc<Store>,
+    staging: StagingDir,
+    new: NewLayer,
+    desc: &BlobDesc,
+    progress: &ProgressSink,
+) -> Result<()> {
+    let s = store.clone();
+    blocking(move || s.commit_layer(new, &staging)).await?;
+    progress.send(Progress::Done {
+        digest: desc.digest.clone(),
+    });
+    Ok(())
+}
+
+/// Streams one blob into a staging directory: download → verify → decompress → extract.
+#[allow(clippy::too_many_arguments)]
+async fn fetch_one(
+    store: &Arc<Store>,
+    source: &Arc<Source>,
+    id: &str,
+    parent: Option<&str>,
+    desc: &BlobDesc,
+    diff_id: &str,
+    progress: &ProgressSink,
+    abort: &CancelFlag,
+) -> Result<(StagingDir, NewLayer)> {
+    let s = store.clone();
+    let parent_owned = parent.map(String::from);
+    let staging = blocking(move || {
+        let staging = s.new_staging_dir()?;
+        s.driver()
+            .prepare_staging(parent_owned.as_deref(), &staging.tree())?;
+        Ok(staging)
+    })
+    .await?;
+    let mut stream = source.blob(desc).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes>>(16);
+    let whiteouts = store.driver().whiteout_mode();
+    let tree = staging.tree();
+    let tar_split_path = staging.tar_split();
+    let abort_x = abort.clone();
+    let extract = tokio::task::spawn_blocking(move || -> Result<(unpack::LayerStats, i64)> {
+        let mut reader = ChannelReader {
+            rx,
+            current: bytes::Bytes::new(),
+            abort: abort_x,
+            done: false,
+        };
+        let mut tar_split = std::io::BufWriter::new(
+            std::fs::File::create(&tar_split_path).ctx("creating the tar-split file")?,
+        );
+        let (kind, stats) = {
+            let (kind, decoded) = compression::decompress(&mut reader)?;
+            let opts = ApplyOptions {
+                whiteouts,
+                ..ApplyOptions::default()
+            };
+            let stats = unpack::apply_layer(decoded, &tree, &opts, Some(&mut tar_split))?;
+            (kind, stats)
+        };
+        // Read to the end of the blob: the stream checks size and digest only there.
+        std::io::copy(&mut reader, &mut std::io::sink())?;
+        std::io::Write::flush(&mut tar_split).ctx("writing the tar-split file")?;
+        Ok((stats, kind.storage_code()))
+    });
+    // Pump the download into the extractor, reporting progress at most every 100 ms.
+    let total = desc.size.max(0) as u64;
+    let mut done = 0u64;
+    let mut last = Instant::now() - Duration::from_secs(1);
+    let pump: Result<()> = async {
+        while let Some(chunk) = stream.next().await {
+            abort.check()?;
+            let chunk = chunk?;
+            done += chunk.len() as u64;
+            if last.elapsed() >= Duration::from_millis(100) {
+                last = Instant::now();
+                progress.send(Progress::Downloading {
+                    digest: desc.digest.clone(),
+                    done,
+                    total,
+                });
+            }
+            if tx.send(Ok(chunk)).await.is_err() {
+                break; // the extractor stopped; its error tells why
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = pump {
+        let _ = tx.send(Err(e.clone())).await;
+    }
+    drop(tx);
+    progress.send(Progress::Downloading {
+        digest: desc.digest.clone(),
+        done,
+        total,
+    });
+    let (stats, compression) = match extract.await {
+        Ok(r) => r?,
+        Err(e) => return Err(Error::internal(format!("extraction task failed: {e}"))),
+    };
+    progress.send(Progress::Verifying {
+        digest: desc.digest.clone(),
+    });
+    if stats.diff_digest != diff_id {
+        return Err(Error::new(
+            Status::DigestMismatch,
+            format!(
+                "layer {} unpacks to {} but the config says {diff_id}",
+                desc.digest, stats.diff_digest
+            ),
+        )
+        .with_subject(desc.digest.clone()));
+    }
+    let new = NewLayer {
+        id: id.to_string(),
+        parent: parent.map(String::from),
+        compressed_digest: desc.digest.clone(),
+        compressed_size: desc.size,
+        diff_digest: stats.diff_digest,
+        diff_size: stats.diff_size as i64,
+        compression,
+        uids: stats.uids,
+        gids: stats.gids,
+    };
+    Ok((staging, new))
+}
+
+/// Reads the chunks the download pump sends; errors (digest mismatch, cancel) surface as read errors.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes>>,
+    current: bytes::Bytes,
+    abort: CancelFlag,
+    done: bool,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            if self.done {
+                return Ok(0);
+            }
+            if self.abort.is_cancelled() {
+                return Err(Error::cancelled().into());
+            }
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.current = b,
+                Some(Err(e)) => return Err(e.into()),
+                None => {
+                    self.done = true;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        bytes::Buf::advance(&mut self.current, n);
+        Ok(n)
+    }
+}

@@ -1,0 +1,145 @@
+//! Small file-system helpers of the store: atomic writes (§6.1), random IDs (§3.3),
+//! big-data file names (§2.2).
+
+use crate::digest::hex;
+use crate::error::{Error, Result, ResultExt};
+use base64::Engine as _;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+/// Random bytes from the OS.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    // getrandom only fails when the OS has no entropy source at all.
+    getrandom::getrandom(&mut b).expect("the OS random source failed");
+    b
+}
+
+/// A random 64-hex ID whose 12-character short form is never all digits (§3.3).
+pub fn random_id() -> String {
+    loop {
+        let id = hex(&random_bytes::<32>());
+        if !id[..12].bytes().all(|b| b.is_ascii_digit()) {
+            return id;
+        }
+    }
+}
+
+/// Writes `data` to `path` atomically: temp file in the same directory, write, fdatasync,
+/// chmod, rename over the target, then fsync of the directory so the rename survives a crash.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32, sync: bool) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::internal(format!("no parent for {}", path.display())))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let (tmp, mut file) = loop {
+        let suffix = u32::from_le_bytes(random_bytes::<4>());
+        let tmp = dir.join(format!(".tmp-{name}{suffix}"));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&tmp)
+        {
+            Ok(f) => break (tmp, f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(Error::io(
+                    e,
+                    format!("creating a temporary file in {}", dir.display()),
+                ))
+            }
+        }
+    };
+    let result = (|| -> Result<()> {
+        file.write_all(data)
+            .ctx(format!("writing {}", tmp.display()))?;
+        if sync {
+            file.sync_data().ctx(format!("syncing {}", tmp.display()))?;
+        }
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .ctx(format!("chmod {}", tmp.display()))?;
+        drop(file);
+        std::fs::rename(&tmp, path).ctx(format!(
+            "renaming {} to {}",
+            tmp.display(),
+            path.display()
+        ))?;
+        if sync {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .ctx(format!("syncing directory {}", dir.display()))?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// File name of a big-data item (§2.2): keys of [a-z0-9.] as they are, others `=` + base64.
+pub fn big_data_file_name(key: &str) -> String {
+    if !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.')
+    {
+        key.to_string()
+    } else {
+        format!(
+            "={}",
+            base64::engine::general_purpose::STANDARD.encode(key.as_bytes())
+        )
+    }
+}
+
+/// Reads a whole file; a missing file reads as empty (store files: "missing = empty list").
+pub fn read_or_empty(path: &Path) -> Result<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(d) => Ok(d),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io(e, format!("reading {}", path.display()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn big_data_names_follow_containers_storage() {
+        assert_eq!(big_data_file_name("manifest"), "manifest");
+        assert_eq!(big_data_file_name("sha256:3a0e"), "=c2hhMjU2OjNhMGU=");
+    }
+
+    #[test]
+    fn random_ids_are_hex_and_not_numeric() {
+        for _ in 0..100 {
+            let id = random_id();
+            assert!(crate::digest::is_hex64(&id));
+            assert!(!id[..12].bytes().all(|b| b.is_ascii_digit()));
+        }
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("layers.json");
+        write_atomic(&p, b"[]", 0o600, true).unwrap();
+        write_atomic(&p, b"[1]", 0o600, false).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"[1]");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}
