@@ -1184,12 +1184,12 @@ fn apply_entry<R: Read>(
     }
 
     match e.kind {
-        tarfmt::TYPE_REG => applier.regular(e, &comps, stream, crc),
         tarfmt::TYPE_DIR => applier.directory(e, &comps),
         _ if comps.is_empty() => Err(unsafe_entry(
             &e.name,
             "the layer root can only be a directory",
         )),
+        tarfmt::TYPE_REG => applier.regular(e, &comps, stream, crc),
         tarfmt::TYPE_SYMLINK => applier.symlink(e, &comps),
         tarfmt::TYPE_LINK => applier.hardlink(e, &comps),
         _ => applier.node(e, &comps),

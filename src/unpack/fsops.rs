@@ -82,10 +82,20 @@ const RESOLVE_BENEATH: u64 = 0x08;
 
 static OPENAT2_MISSING: AtomicBool = AtomicBool::new(false);
 
+#[cfg(test)]
+thread_local! {
+    /// Lets a test run the component-by-component fallback on this thread only.
+    pub static TEST_WITHOUT_OPENAT2: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS) of a directory path
 /// under `dir`, as O_PATH. `Ok(None)` when the kernel (or a seccomp filter) lacks openat2.
 pub fn openat2_dir_beneath(dir: RawFd, path: &CStr) -> io::Result<Option<OwnedFd>> {
     if OPENAT2_MISSING.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    #[cfg(test)]
+    if TEST_WITHOUT_OPENAT2.with(|c| c.get()) {
         return Ok(None);
     }
     let how = OpenHow {

@@ -676,6 +676,9 @@ fn assert_refused(e: &Env, tar: &[u8], mode: WhiteoutMode, what: &str) {
         .err()
         .unwrap_or_else(|| panic!("{what}: was accepted"));
     assert_eq!(err.status, Status::UnsafeArchive, "{what}: {}", err.message);
+    if std::env::var_os("CIMAGE_SHOW_ERRORS").is_some() {
+        eprintln!("{what}: {}", err.message);
+    }
     assert!(
         err.message.contains("layer entry") || err.message.contains("layer has"),
         "{what}: {}",
@@ -699,6 +702,17 @@ fn assert_refused(e: &Env, tar: &[u8], mode: WhiteoutMode, what: &str) {
 #[test]
 fn hostile_layers_are_refused_and_contained() {
     require_root!();
+    hostile_cases();
+}
+
+#[test]
+fn hostile_layers_are_refused_without_openat2() {
+    require_root!();
+    super::fsops::TEST_WITHOUT_OPENAT2.with(|c| c.set(true));
+    hostile_cases();
+}
+
+fn hostile_cases() {
     let sentinel_abs = |e: &Env| e.sentinel.to_str().unwrap().to_string();
 
     let cases: Vec<(&str, WhiteoutMode, Box<dyn Fn(&Env) -> Vec<u8>>)> = vec![
@@ -823,6 +837,14 @@ fn hostile_layers_are_refused_and_contained() {
                     .dir("d/", 0o755, 0, 0)
                     .hardlink("pw", "d")
                     .finish()
+            }),
+        ),
+        (
+            "chmod through a symlink already in dest",
+            WhiteoutMode::Overlay,
+            Box::new(move |e| {
+                std::os::unix::fs::symlink(&e.sentinel, e.dest.join("evil")).unwrap();
+                TarW::default().dir("evil/", 0o777, 1000, 1000).finish()
             }),
         ),
         (
