@@ -1276,6 +1276,12 @@ fn bench_50k_small_files() {
 // same layer, via `skopeo copy oci:… containers-storage:[vfs@…]`.
 
 fn oci_layout_with_layer(dir: &Path, layer: &[u8]) -> String {
+    oci_layout_with_layers(dir, &[layer]).remove(0)
+}
+
+/// An OCI layout holding one image (tag "t") with these uncompressed layers; returns the
+/// diff IDs.
+fn oci_layout_with_layers(dir: &Path, layers: &[&[u8]]) -> Vec<String> {
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).unwrap();
     let put = |data: &[u8]| -> (String, usize) {
@@ -1283,17 +1289,25 @@ fn oci_layout_with_layer(dir: &Path, layer: &[u8]) -> String {
         fs::write(blobs.join(&digest["sha256:".len()..]), data).unwrap();
         (digest, data.len())
     };
-    let (layer_digest, layer_size) = put(layer);
+    let mut diff_ids = Vec::new();
+    let mut descriptors = Vec::new();
+    for layer in layers {
+        let (digest, size) = put(layer);
+        descriptors.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": size,
+        }));
+        diff_ids.push(digest);
+    }
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
     });
     let (config_digest, config_size) = put(config.to_string().as_bytes());
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}],
+        "layers": descriptors,
     });
     let (manifest_digest, manifest_size) = put(manifest.to_string().as_bytes());
     let index = serde_json::json!({
@@ -1306,18 +1320,15 @@ fn oci_layout_with_layer(dir: &Path, layer: &[u8]) -> String {
     });
     fs::write(dir.join("index.json"), index.to_string()).unwrap();
     fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    layer_digest
+    diff_ids
 }
 
-/// The tar-split lines containers/storage writes for `layer`, or None (with the reason
-/// printed) when skopeo is unavailable here.
-fn go_tar_split_lines(layer: &[u8]) -> Option<(Vec<String>, serde_json::Value)> {
-    let tmp = tempfile::tempdir().unwrap();
-    let oci = tmp.path().join("oci");
-    let diff_id = oci_layout_with_layer(&oci, layer);
+/// `skopeo copy` of the layout at `oci` into a store at `store_dir`; false (reason
+/// printed) when skopeo is unavailable or cannot work here.
+fn skopeo_copy(oci: &Path, driver: &str, store_dir: &Path) -> bool {
     let store = format!(
-        "containers-storage:[vfs@{0}/root+{0}/run]localhost/t:t",
-        tmp.path().display()
+        "containers-storage:[{driver}@{0}/root+{0}/run]localhost/t:t",
+        store_dir.display()
     );
     let out = std::process::Command::new("skopeo")
         .args([
@@ -1329,18 +1340,29 @@ fn go_tar_split_lines(layer: &[u8]) -> Option<(Vec<String>, serde_json::Value)> 
         ])
         .output();
     match out {
-        Ok(o) if o.status.success() => {}
+        Ok(o) if o.status.success() => true,
         Ok(o) => {
             eprintln!(
-                "skipping comparison: skopeo copy failed: {}",
+                "skipping comparison: skopeo copy ({driver}) failed: {}",
                 String::from_utf8_lossy(&o.stderr)
             );
-            return None;
+            false
         }
         Err(e) => {
             eprintln!("skipping comparison: cannot run skopeo: {e}");
-            return None;
+            false
         }
+    }
+}
+
+/// The tar-split lines containers/storage writes for `layer`, or None (with the reason
+/// printed) when skopeo is unavailable here.
+fn go_tar_split_lines(layer: &[u8]) -> Option<(Vec<String>, serde_json::Value)> {
+    let tmp = tempfile::tempdir().unwrap();
+    let oci = tmp.path().join("oci");
+    let diff_id = oci_layout_with_layer(&oci, layer);
+    if !skopeo_copy(&oci, "vfs", tmp.path()) {
+        return None;
     }
     // A base layer's ID is its diff ID's hex.
     let path = tmp
@@ -1413,5 +1435,250 @@ fn tar_split_matches_containers_storage_byte_for_byte() {
     eprintln!(
         "tar-split identical to containers/storage's ({} lines)",
         ours.len()
+    );
+}
+
+/// Type, mode, owner, size, device, times, link target, content, xattrs of every path.
+fn describe_tree(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<u64, String> = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let md = fs::symlink_metadata(&p).unwrap();
+        let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let rel = if rel.is_empty() { ".".to_string() } else { rel };
+        let mut xattrs = Vec::new();
+        let cpath = CString::new(p.as_os_str().as_bytes()).unwrap();
+        let mut names = vec![0u8; 4096];
+        let n = unsafe { libc::llistxattr(cpath.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+        if n > 0 {
+            for name in names[..n as usize]
+                .split(|&b| b == 0)
+                .filter(|n| !n.is_empty())
+            {
+                let name = String::from_utf8_lossy(name).into_owned();
+                let value = get_xattr(&p, &name).unwrap_or_default();
+                xattrs.push(format!("{name}={}", String::from_utf8_lossy(&value)));
+            }
+        }
+        xattrs.sort();
+        let ft = md.file_type();
+        let extra = if ft.is_symlink() {
+            format!("-> {}", fs::read_link(&p).unwrap().display())
+        } else if ft.is_file() {
+            let content = fs::read(&p).unwrap();
+            let first = inodes
+                .entry(md.ino())
+                .or_insert_with(|| rel.clone())
+                .clone();
+            format!("crc {:x} link-group {first}", crc64::checksum(&content))
+        } else {
+            String::new()
+        };
+        // Directory atimes change when they are read; compare mtimes there only.
+        let atime = if ft.is_dir() { 0 } else { md.atime() };
+        out.insert(
+            rel,
+            format!(
+                "mode {:o} owner {}:{} size {} rdev {:x} mtime {}.{} atime {} {extra} xattrs {xattrs:?}",
+                md.mode(),
+                md.uid(),
+                md.gid(),
+                if ft.is_dir() { 0 } else { md.len() },
+                md.rdev(),
+                md.mtime(),
+                md.mtime_nsec(),
+                atime,
+            ),
+        );
+        if ft.is_dir() {
+            let mut children: Vec<PathBuf> = fs::read_dir(&p)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            children.sort();
+            children.reverse();
+            stack.extend(children);
+        }
+    }
+    out
+}
+
+#[test]
+fn extracted_tree_matches_containers_storage_overlay() {
+    require_root!();
+    let mut t = TarW::default();
+    let mut dev = h("dev/null", b'3');
+    dev.mode = 0o666;
+    dev.major = 1;
+    dev.minor = 3;
+    let mut fifo = h("run/fifo", b'6');
+    fifo.mode = 0o600;
+    fifo.uid = 7;
+    let mut wh = h("data/.wh.gone.txt", b'0');
+    wh.uid = 1000;
+    wh.gid = 1000;
+    t.dir("./", 0o755, 0, 0)
+        .dir("data/", 0o750, 1000, 1000)
+        .file("data/b.txt", b"b", 0o640, 1000, 1000)
+        .raw(&wh, b"")
+        .file("usr/bin/su", b"su", 0o4755, 0, 0)
+        .dir("tmp/", 0o1777, 0, 0)
+        .symlink("data/link", "../usr/bin/su")
+        .raw(
+            &H {
+                link: b"data/b.txt".to_vec(),
+                mode: 0o640,
+                uid: 1000,
+                gid: 1000,
+                ..h("data/hard.txt", b'1')
+            },
+            b"",
+        )
+        .raw(&dev, b"")
+        .raw(&fifo, b"")
+        .dir("opq/", 0o755, 0, 0)
+        .file("opq/.wh..wh..opq", b"", 0o644, 0, 0)
+        .file("opq/new.txt", b"new", 0o644, 0, 0)
+        .pax(&[
+            ("SCHILY.xattr.user.color", b"blue"),
+            ("mtime", b"1600000000.5"),
+        ])
+        .file("data/x.txt", b"x", 0o644, 0, 0);
+    let tar = t.finish();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let oci = tmp.path().join("oci");
+    let diff_id = oci_layout_with_layer(&oci, &tar);
+    if !skopeo_copy(&oci, "overlay", tmp.path()) {
+        return;
+    }
+    let go_diff = tmp
+        .path()
+        .join(format!("root/overlay/{}/diff", &diff_id[7..]));
+    let go_tree = describe_tree(&go_diff);
+
+    let e = env();
+    fs::set_permissions(&e.dest, fs::Permissions::from_mode(0o555)).unwrap();
+    apply(&tar, &e.dest, WhiteoutMode::Overlay).unwrap();
+    let our_tree = describe_tree(&e.dest);
+    let paths: std::collections::BTreeSet<&String> =
+        go_tree.keys().chain(our_tree.keys()).collect();
+    // Objects the tar gives no times for (implied parents, whiteout devices) carry the
+    // time of extraction.
+    let untimed = ["data/gone.txt", "dev", "run", "usr", "usr/bin"];
+    let strip_times = |s: &String| -> String {
+        let start = s.find(" mtime ").unwrap();
+        let end = s.find(" xattrs ").unwrap();
+        format!("{}{}", &s[..start], &s[end..])
+    };
+    let mut differences = Vec::new();
+    for p in paths {
+        if p == "." {
+            // containers/storage's overlay path ignores a "./" entry (its vfs path applies
+            // it); we apply it, as the store format describes.
+            continue;
+        }
+        let (go, ours) = if untimed.contains(&p.as_str()) {
+            (
+                go_tree.get(p).map(strip_times),
+                our_tree.get(p).map(strip_times),
+            )
+        } else {
+            (go_tree.get(p).cloned(), our_tree.get(p).cloned())
+        };
+        if go != ours {
+            differences.push(format!("{p}\n  go:   {go:?}\n  ours: {ours:?}"));
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "trees differ:\n{}",
+        differences.join("\n")
+    );
+    eprintln!(
+        "extracted tree identical to containers/storage's ({} paths)",
+        our_tree.len()
+    );
+}
+
+#[test]
+fn vfs_layers_match_containers_storage_vfs() {
+    require_root!();
+    let mut base = TarW::default();
+    base.dir("data/", 0o755, 0, 0)
+        .file("data/a.txt", b"a", 0o644, 0, 0)
+        .file("data/b.txt", b"b", 0o644, 1000, 1000)
+        .hardlink("data/hard.txt", "data/b.txt")
+        .dir("opqdir/", 0o755, 0, 0)
+        .file("opqdir/old1.txt", b"1", 0o644, 0, 0)
+        .dir("opqdir/sub/", 0o700, 0, 0)
+        .file("opqdir/sub/old2.txt", b"2", 0o644, 0, 0)
+        .dir("gone/", 0o755, 0, 0)
+        .file("gone/inside", b"i", 0o644, 0, 0)
+        .symlink("link", "data");
+    let base = base.finish();
+    let mut top = TarW::default();
+    top.file("data/.wh.a.txt", b"", 0o644, 0, 0)
+        .file(".wh.gone", b"", 0o644, 0, 0)
+        .dir("opqdir/", 0o755, 0, 0)
+        .file("opqdir/.wh..wh..opq", b"", 0o644, 0, 0)
+        .file("opqdir/new.txt", b"new", 0o644, 0, 0)
+        .dir("link/", 0o750, 0, 0)
+        .file("link/now-a-dir", b"d", 0o644, 0, 0);
+    let top = top.finish();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let oci = tmp.path().join("oci");
+    let diff_ids = oci_layout_with_layers(&oci, &[&base, &top]);
+    if !skopeo_copy(&oci, "vfs", tmp.path()) {
+        return;
+    }
+    let base_id = diff_ids[0][7..].to_string();
+    let top_id = crate::digest::sha256_hex(format!("{base_id}+{}", &diff_ids[1][7..]).as_bytes());
+    let go_base = tmp.path().join(format!("root/vfs/dir/{base_id}"));
+    let go_top = tmp.path().join(format!("root/vfs/dir/{top_id}"));
+
+    // Our vfs: layer 2 = copy of Go's layer 1 + layer 2 applied by deletion.
+    let ours = tmp.path().join("ours");
+    copy_tree(&go_base, &ours).unwrap();
+    assert_eq!(
+        describe_tree(&ours),
+        describe_tree(&go_base),
+        "copy_tree is exact"
+    );
+    let opts = ApplyOptions {
+        whiteouts: WhiteoutMode::Delete,
+        ..ApplyOptions::default()
+    };
+    apply_layer(&top[..], &ours, &opts, None).unwrap();
+    let (go_tree, our_tree) = (describe_tree(&go_top), describe_tree(&ours));
+    let mut differences = Vec::new();
+    for p in go_tree
+        .keys()
+        .chain(our_tree.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        // The directories whose entries changed have the time of extraction.
+        if [".", "data", "opqdir"].contains(&p.as_str()) {
+            continue;
+        }
+        if go_tree.get(p) != our_tree.get(p) {
+            differences.push(format!(
+                "{p}\n  go:   {:?}\n  ours: {:?}",
+                go_tree.get(p),
+                our_tree.get(p)
+            ));
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "trees differ:\n{}",
+        differences.join("\n")
+    );
+    assert!(!ours.join("data/a.txt").exists() && !ours.join("opqdir/sub").exists());
+    eprintln!(
+        "vfs layer identical to containers/storage's ({} paths)",
+        our_tree.len()
     );
 }
