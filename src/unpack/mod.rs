@@ -1,15 +1,45 @@
-//! TEMPORARY stub; replaced by the unpack branch.
-use crate::Result;
+//! Layer application: unpacking a layer tar into a layer directory, confined to it, while
+//! computing the diff digest and writing the tar-split (store-format §2.6, §4).
+//!
+//! Confinement: every change goes through descriptors under `dest`. Parent directories are
+//! resolved with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS) or a
+//! component-by-component O_NOFOLLOW walk, final components are created with *at() calls
+//! that never follow symlinks, and a name that needs a symlink to be reached is refused.
+
+mod apply;
+pub mod compression;
+mod crc64;
+mod fsops;
+mod tarfmt;
+mod tarsplit;
+mod tree;
+
+#[cfg(test)]
+mod tests;
+
+use std::io::{Read, Write};
 use std::path::Path;
+
+pub use tree::{copy_tree, remove_tree};
+
+/// How whiteouts (`.wh.NAME`, `.wh..wh..opq`) are represented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WhiteoutMode {
+    /// Native overlayfs: 0/0 character devices and the `trusted.overlay.opaque` xattr.
     Overlay,
+    /// vfs: `dest` holds a copy of the parent; whiteouts delete from it.
     Delete,
 }
+
+#[derive(Debug, Clone)]
 pub struct ApplyOptions {
     pub whiteouts: WhiteoutMode,
+    /// More entries than this and the layer is refused.
     pub max_entries: u64,
+    /// Longest entry name or link target accepted, in bytes.
     pub max_path_len: usize,
 }
+
 impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
@@ -19,41 +49,33 @@ impl Default for ApplyOptions {
         }
     }
 }
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerStats {
+    /// `sha256:<hex>` of the whole uncompressed stream (trailing bytes included).
     pub diff_digest: String,
+    /// Length of the whole uncompressed stream.
     pub diff_size: u64,
+    /// Sorted, distinct owners of the entries, `.wh.*` entries excluded.
     pub uids: Vec<u32>,
     pub gids: Vec<u32>,
+    /// Number of tar entries (PAX/GNU extension headers not counted).
     pub entries: u64,
 }
-pub fn apply_layer<R: std::io::Read>(
-    _tar: R,
-    _dest: &Path,
-    _opts: &ApplyOptions,
-    _tar_split: Option<&mut dyn std::io::Write>,
-) -> Result<LayerStats> {
-    unimplemented!()
-}
-pub mod compression {
-    pub enum Compression {
-        None,
-        Gzip,
-        Zstd,
-    }
-    impl Compression {
-        pub fn storage_code(&self) -> i64 {
-            0
-        }
-    }
-    pub fn decompress<'a, R: std::io::Read + 'a>(
-        r: R,
-    ) -> crate::Result<(Compression, Box<dyn std::io::Read + 'a>)> {
-        Ok((Compression::None, Box::new(r)))
-    }
-}
-pub fn copy_tree(_src: &Path, _dst: &Path) -> Result<()> {
-    unimplemented!()
-}
-pub fn remove_tree(path: &Path) -> Result<()> {
-    std::fs::remove_dir_all(path).map_err(Into::into)
+
+/// Applies an UNCOMPRESSED tar stream onto `dest` (an existing directory). Reads the stream
+/// to EOF: trailing bytes after the end-of-archive blocks count in diff_digest/diff_size and
+/// go into the tar-split. If `tar_split` is Some, writes the gzip-compressed tar-split of
+/// the stream to it.
+///
+/// Errors: `UnsafeArchive` for anything that would leave `dest` or is malformed (the message
+/// names the entry), `Unsupported` for sparse files, `PermissionDenied` for device nodes
+/// when not root. On error `dest` holds a partial layer; the caller removes it.
+pub fn apply_layer<R: Read>(
+    tar: R,
+    dest: &Path,
+    opts: &ApplyOptions,
+    tar_split: Option<&mut dyn Write>,
+) -> crate::Result<LayerStats> {
+    apply::apply_layer(tar, dest, opts, tar_split)
 }
