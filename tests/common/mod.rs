@@ -702,20 +702,58 @@ pub fn cimagectl() -> &'static Path {
         );
         let out = work_dir().join("cimagectl");
         let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-        run_ok(
-            Command::new(cc)
-                .current_dir(&repo)
-                .args(["-std=c11", "-Wall", "-Wextra", "-Werror"])
-                .arg(format!("-I{}", repo.join("include").display()))
-                .arg("c-examples/cimagectl.c")
-                .arg(format!("-L{}", lib_dir.display()))
-                .arg("-lcimage")
-                .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
-                .arg("-o")
-                .arg(&out),
-        );
+        let mut compile = Command::new(cc);
+        compile
+            .current_dir(&repo)
+            .args(["-std=c11", "-Wall", "-Wextra", "-Werror"])
+            .arg(format!("-I{}", repo.join("include").display()))
+            .arg("c-examples/cimagectl.c")
+            .arg(format!("-L{}", lib_dir.display()))
+            .arg("-lcimage")
+            .arg(format!("-Wl,-rpath,{}", lib_dir.display()));
+        // The library may carry a SONAME (libcimage.so.0.1) that cargo does not create in
+        // target/debug: the loader would not find it there. Provide that name in a private
+        // directory, searched after target/debug.
+        if let Some(soname) = soname(&lib_dir.join("libcimage.so")) {
+            if !lib_dir.join(&soname).exists() {
+                let private = work_dir().join("lib");
+                fs::create_dir_all(&private).expect("private lib dir");
+                let link = private.join(&soname);
+                let _ = fs::remove_file(&link);
+                std::os::unix::fs::symlink(lib_dir.join("libcimage.so"), &link)
+                    .expect("SONAME symlink");
+                eprintln!(
+                    "note: {} has SONAME {soname}, absent from {}: linked it from {}",
+                    lib_dir.join("libcimage.so").display(),
+                    lib_dir.display(),
+                    private.display()
+                );
+                compile.arg(format!("-Wl,-rpath,{}", private.display()));
+            }
+        }
+        run_ok(compile.arg("-o").arg(&out));
         out
     })
+}
+
+/// The DT_SONAME of a shared library (readelf, else a scan of its bytes for "libcimage.so.").
+pub fn soname(lib: &Path) -> Option<String> {
+    if let Ok(out) = Command::new("readelf").arg("-d").arg(lib).output() {
+        let text = String::from_utf8_lossy(&out.stdout);
+        for line in text.lines().filter(|l| l.contains("(SONAME)")) {
+            let start = line.find('[')? + 1;
+            let end = line.rfind(']')?;
+            return Some(line[start..end].to_string());
+        }
+        if out.status.success() {
+            return None;
+        }
+    }
+    let bytes = fs::read(lib).ok()?;
+    let needle = b"libcimage.so.";
+    let pos = bytes.windows(needle.len()).position(|w| w == needle)?;
+    let end = bytes[pos..].iter().position(|b| *b == 0)? + pos;
+    Some(String::from_utf8_lossy(&bytes[pos..end]).into_owned())
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1471,7 +1509,9 @@ pub fn store_problems(store: &Store) -> Vec<String> {
         if let Ok(rd) = fs::read_dir(&home) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if name == "l" || !e.path().is_dir() {
+                // l/ holds the short links; staging/ and tempdirs/ are scratch directories
+                // newer containers/storage versions know (store-format.md §1.4 [newest]).
+                if ["l", "staging", "tempdirs"].contains(&name.as_str()) || !e.path().is_dir() {
                     continue;
                 }
                 if !layer_ids.contains(&name) {

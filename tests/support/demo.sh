@@ -76,7 +76,7 @@ IMAGE=docker://127.0.0.1:$PORT/cimage-test/fixture:t
 NAME=127.0.0.1:$PORT/cimage-test/fixture:t
 
 ctl() {
-  printf '\n\033[1m$ cimagectl -d %s -r %s -R %s %s\033[0m\n' "$DRIVER" "$ROOT" "$RUNROOT" "$*"
+  printf '\n\033[1m$ cimagectl -d %s -r %s -R %s %s\033[0m\n' "$DRIVER" "$ROOT" "$RUNROOT" "$*"  >&2
   "$CTL" -d "$DRIVER" -r "$ROOT" -R "$RUNROOT" "$@"
 }
 
