@@ -160,7 +160,13 @@ pub async fn pull(
     if let Ok(top) = &top {
         let s = store.clone();
         let t = top.clone();
-        if let Ok(img) = blocking(move || s.image(&t)).await {
+        // Only when the reference names the image's own manifest: a top digest that is an
+        // index may select another platform's image than the one stored.
+        let found = blocking(move || s.image(&t))
+            .await
+            .ok()
+            .filter(|img| img.digest.as_deref() == Some(top.as_str()));
+        if let Some(img) = found {
             crate::log::debug(format!(
                 "{name}: {top} is already in the store as image {}",
                 img.id

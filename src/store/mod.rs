@@ -218,10 +218,21 @@ impl Drop for StagingDir {
     fn drop(&mut self) {
         let _ = crate::unpack::remove_tree(&self.dir);
         let _ = std::fs::remove_file(&self.lock_path);
+        // The staging root is not part of the containers/storage layout: leave none behind.
+        // (Fails harmlessly while another pull still stages there.)
+        if let Some(root) = self
+            .dir
+            .parent()
+            .filter(|r| r.ends_with(OVERLAY_STAGING_ROOT))
+        {
+            let _ = std::fs::remove_dir(root);
+        }
     }
 }
 
 const STAGING_PREFIX: &str = "cimage-staging-";
+/// The overlay driver's staging root, inside the driver home (see `Store::staging_root`).
+const OVERLAY_STAGING_ROOT: &str = "cimage-staging";
 
 /// containers/storage's ID for a pulled layer (§3.2): not the OCI ChainID.
 pub fn layer_id_for(parent: Option<&str>, diff_id: &str) -> String {
@@ -436,7 +447,7 @@ impl Store {
         }
         drop(g);
         drop(st);
-        let tmp = self.graph_root.join("tmp");
+        let tmp = self.staging_root();
         if let Ok(rd) = std::fs::read_dir(&tmp) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
@@ -462,19 +473,44 @@ impl Store {
         Ok(())
     }
 
-    /// A fresh staging directory for one layer (same file system as the driver home).
+    /// Where layers are extracted before they are committed. It must be on the same mount as
+    /// the layer directories so that the commit is a rename: the overlay home is bind-mounted
+    /// onto itself (by us or podman), so for overlay it lives inside the home, under a name that
+    /// is not a layer ID (containers/storage's garbage collection only touches 64-hex names, and
+    /// 1.43 wipes only `staging/`).
+    fn staging_root(&self) -> PathBuf {
+        match self.driver.kind() {
+            DriverKind::Overlay => self.graph_root.join("overlay").join(OVERLAY_STAGING_ROOT),
+            DriverKind::Vfs => self.graph_root.join("tmp"),
+        }
+    }
+
+    /// A fresh staging directory for one layer (same mount as the driver's layer directories).
     pub fn new_staging_dir(&self) -> Result<StagingDir> {
         let base = digest::hex(&files::random_bytes::<8>());
-        let tmp = self.graph_root.join("tmp");
+        let tmp = self.staging_root();
         let lock_path = tmp.join(format!("{STAGING_PREFIX}{base}.lock"));
-        let guard = LockFile::new(&lock_path).lock_exclusive()?;
         let dir = tmp.join(format!("{STAGING_PREFIX}{base}"));
-        std::fs::create_dir(&dir).ctx(format!("creating {}", dir.display()))?;
-        Ok(StagingDir {
-            dir,
-            lock_path,
-            _guard: guard,
-        })
+        // Another pull's drop may remove the (empty) staging root between our steps: retry.
+        for _ in 0..3 {
+            create_dir_all_mode(&tmp, 0o700)?;
+            let guard = LockFile::new(&lock_path).lock_exclusive()?;
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {
+                    return Ok(StagingDir {
+                        dir,
+                        lock_path,
+                        _guard: guard,
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(e, format!("creating {}", dir.display()))),
+            }
+        }
+        Err(Error::internal(format!(
+            "could not create a staging directory in {}",
+            tmp.display()
+        )))
     }
 
     // ---- queries -------------------------------------------------------------------------
@@ -688,8 +724,15 @@ impl Store {
                 new.parent.as_deref(),
                 LayerContent::Staged(&staging.tree()),
             )?;
-            std::fs::rename(staging.tar_split(), self.tar_split_path(&new.id))
-                .ctx("moving the tar-split file into the store")?;
+            // A copy, not a rename: the staging directory may be on another mount (overlay home).
+            let tar_split =
+                std::fs::read(staging.tar_split()).ctx("reading the staged tar-split file")?;
+            write_atomic(
+                &self.tar_split_path(&new.id),
+                &tar_split,
+                0o600,
+                self.config.sync,
+            )?;
             if self.config.sync {
                 // Layer data must be on disk before the record that makes it visible.
                 if let Ok(f) = std::fs::File::open(self.driver.layer_dir(&new.id)) {
