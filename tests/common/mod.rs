@@ -438,7 +438,7 @@ static REGISTRY: OnceLock<Option<Registry>> = OnceLock::new();
 pub fn registry() -> Option<&'static Registry> {
     REGISTRY
         .get_or_init(|| {
-            if !ensure_tools_or_skip(&["docker-registry", "skopeo", "bash", "curl"]) {
+            if !ensure_tools_or_skip(&["docker-registry", "skopeo", "bash"]) {
                 return None;
             }
             let fx = fixtures()?;
