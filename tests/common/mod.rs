@@ -438,7 +438,7 @@ static REGISTRY: OnceLock<Option<Registry>> = OnceLock::new();
 pub fn registry() -> Option<&'static Registry> {
     REGISTRY
         .get_or_init(|| {
-            if !ensure_tools_or_skip(&["docker-registry", "skopeo", "bash", "curl"]) {
+            if !ensure_tools_or_skip(&["docker-registry", "skopeo", "bash"]) {
                 return None;
             }
             let fx = fixtures()?;
@@ -1423,6 +1423,12 @@ fn is_id(s: &str) -> bool {
 /// files list the ancestors; vfs: R/vfs/dir/<id> ↔ records; tar-split files only for recorded
 /// layers and present for every layer with a diff digest; mountpoints only for known layers.
 pub fn store_problems(store: &Store) -> Vec<String> {
+    store_problems_with(store, false)
+}
+
+/// `store_problems`, optionally tolerating `.tmp-*` files: a crash may leave them behind and
+/// store-format.md §6.1 lets them stay (never read; removable under the lock).
+pub fn store_problems_with(store: &Store, allow_tmp_files: bool) -> Vec<String> {
     let mut problems = Vec::new();
     let layers = store.layers_json();
     let images = store.images_json();
@@ -1493,7 +1499,11 @@ pub fn store_problems(store: &Store) -> Vec<String> {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if name.starts_with(".tmp-") {
-                    problems.push(format!("temporary file {}", e.path().display()));
+                    if allow_tmp_files {
+                        eprintln!("note: crash leftover {}", e.path().display());
+                    } else {
+                        problems.push(format!("temporary file {}", e.path().display()));
+                    }
                 }
                 if let Some(id) = name.strip_suffix(".tar-split.gz") {
                     if !layer_ids.contains(id) {
@@ -1515,7 +1525,17 @@ pub fn store_problems(store: &Store) -> Vec<String> {
                     continue;
                 }
                 if !layer_ids.contains(&name) {
-                    problems.push(format!("orphan directory {}", e.path().display()));
+                    let entries: Vec<String> = fs::read_dir(e.path())
+                        .map(|rd| {
+                            rd.flatten()
+                                .map(|x| x.file_name().to_string_lossy().into_owned())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    problems.push(format!(
+                        "orphan directory {} (holding {entries:?})",
+                        e.path().display()
+                    ));
                 }
                 dirs.insert(name);
             }

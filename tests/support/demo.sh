@@ -52,7 +52,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then B=$'\033[1m' N=$'\033[0m'; else B= N=; fi
+step() { printf '\n%s== %s%s\n' "$B" "$*" "$N"; }
 
 step "building the library (cargo build)"
 (cd "$REPO" && "$CARGO" build)
@@ -61,8 +62,17 @@ LIBDIR=$TARGET_DIR/debug
 
 step "building cimagectl"
 CTL=$WORK/cimagectl
+RPATH=$LIBDIR
+# The library may carry a SONAME (libcimage.so.0.1) that cargo does not create next to it:
+# provide that name in a private directory searched after target/debug.
+SONAME=$(readelf -d "$LIBDIR/libcimage.so" 2>/dev/null | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+if [ -n "$SONAME" ] && [ ! -e "$LIBDIR/$SONAME" ]; then
+  mkdir -p "$WORK/lib"
+  ln -s "$LIBDIR/libcimage.so" "$WORK/lib/$SONAME"
+  RPATH=$RPATH:$WORK/lib
+fi
 "$CC" -std=c11 -Wall -Wextra -Werror -I"$REPO/include" "$REPO/c-examples/cimagectl.c" \
-  -L"$LIBDIR" -lcimage -Wl,-rpath,"$LIBDIR" -o "$CTL"
+  -L"$LIBDIR" -lcimage -Wl,-rpath,"$RPATH" -o "$CTL"
 echo "$CTL"
 
 step "starting a registry on a free loopback port"
@@ -76,7 +86,7 @@ IMAGE=docker://127.0.0.1:$PORT/cimage-test/fixture:t
 NAME=127.0.0.1:$PORT/cimage-test/fixture:t
 
 ctl() {
-  printf '\n\033[1m$ cimagectl -d %s -r %s -R %s %s\033[0m\n' "$DRIVER" "$ROOT" "$RUNROOT" "$*"  >&2
+  printf '\n%s$ cimagectl -d %s -r %s -R %s %s%s\n' "$B" "$DRIVER" "$ROOT" "$RUNROOT" "$*" "$N" >&2
   "$CTL" -d "$DRIVER" -r "$ROOT" -R "$RUNROOT" "$@"
 }
 
