@@ -445,6 +445,8 @@ impl Store {
             st.layers.records.retain(|l| !l.is_incomplete());
             st.layers.save(&g, self.config.sync)?;
         }
+        // Temporary files of interrupted atomic writes (§6.1): removable under the lock.
+        remove_temp_files(&self.layers_dir());
         drop(g);
         drop(st);
         let tmp = self.staging_root();
@@ -469,6 +471,9 @@ impl Store {
                     }
                 }
             }
+        }
+        if self.driver.kind() == DriverKind::Overlay {
+            let _ = std::fs::remove_dir(&tmp); // only when empty: live pulls keep theirs
         }
         Ok(())
     }
@@ -1237,6 +1242,18 @@ impl Store {
             self.delete_layer_locked(&mut st, &lg, &leaf)?;
         }
         Ok(())
+    }
+}
+
+/// Removes `.tmp-*` files that an interrupted atomic write left in `dir`.
+fn remove_temp_files(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_name().as_encoded_bytes().starts_with(b".tmp-") {
+                crate::log::info(format!("removing {}", e.path().display()));
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 }
 
