@@ -106,7 +106,7 @@ pub fn support(script: &str) -> PathBuf {
     repo_dir().join("tests/support").join(script)
 }
 
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) if Path::new(&dir).is_absolute() => PathBuf::from(dir),
         Some(dir) => repo_dir().join(dir),
