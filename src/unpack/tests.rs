@@ -1462,11 +1462,26 @@ fn tar_split_matches_containers_storage_byte_for_byte() {
 
 /// Type, mode, owner, size, device, times, link target, content, xattrs of every path.
 fn describe_tree(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut inodes: BTreeMap<u64, String> = BTreeMap::new();
+    // All metadata first: reading a file's content changes the access time of its inode,
+    // which other names (hard links) share.
+    let mut entries = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(p) = stack.pop() {
         let md = fs::symlink_metadata(&p).unwrap();
+        if md.is_dir() {
+            let mut children: Vec<PathBuf> = fs::read_dir(&p)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            children.sort();
+            children.reverse();
+            stack.extend(children);
+        }
+        entries.push((p, md));
+    }
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<u64, String> = BTreeMap::new();
+    for (p, md) in entries {
         let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
         let rel = if rel.is_empty() { ".".to_string() } else { rel };
         let mut xattrs = Vec::new();
@@ -1513,15 +1528,6 @@ fn describe_tree(root: &Path) -> BTreeMap<String, String> {
                 atime,
             ),
         );
-        if ft.is_dir() {
-            let mut children: Vec<PathBuf> = fs::read_dir(&p)
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
-            children.sort();
-            children.reverse();
-            stack.extend(children);
-        }
     }
     out
 }
@@ -1823,4 +1829,94 @@ fn external_layer_against_containers_storage() {
         differences[..differences.len().min(20)].join("\n")
     );
     eprintln!("tree identical ({} paths)", our_tree.len());
+}
+
+// ---------------------------------------------------------------------------------------
+// Deep trees: a layer may nest thousands of directories; applying and removing it must not
+// need a descriptor per level. The work runs in a child process with a 64-descriptor limit.
+
+#[test]
+fn deep_layers_need_few_descriptors() {
+    require_root!();
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--ignored",
+        "--exact",
+        "unpack::tests::deep_tree_child",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("CIMAGE_DEEP_CHILD", "1");
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+            limit.rlim_cur = 64;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("1 passed"),
+        "child did not run the test:\n{stdout}\n{stderr}"
+    );
+    assert!(stderr.contains("deep tree applied and removed"), "{stderr}");
+}
+
+#[test]
+#[ignore]
+fn deep_tree_child() {
+    if std::env::var_os("CIMAGE_DEEP_CHILD").is_none() {
+        eprintln!("skipping: run by deep_layers_need_few_descriptors under a descriptor limit");
+        return;
+    }
+    let e = env();
+    let deep = format!("{}file", "d/".repeat(1500));
+    let shallow_again = format!("{}x", "d/".repeat(10));
+    let tar = TarW::default()
+        .pax(&[("path", deep.as_bytes())])
+        .file("placeholder", b"deep", 0o644, 0, 0)
+        .file(&shallow_again, b"x", 0o644, 0, 0)
+        .pax(&[("path", format!("{}y", "d/".repeat(1400)).as_bytes())])
+        .file("placeholder2", b"y", 0o644, 0, 0)
+        .finish();
+    apply_layer(&tar[..], &e.dest, &ApplyOptions::default(), None).unwrap();
+    assert!(e.dest.join(&shallow_again).exists());
+
+    // vfs: copy the deep tree, then a layer whose opaque directory reaches that deep.
+    let copy = e.top.join("copy");
+    copy_tree(&e.dest, &copy).unwrap();
+    let new_deep = format!("{}new", "d/".repeat(1500));
+    let tar = TarW::default()
+        .pax(&[("path", new_deep.as_bytes())])
+        .file("placeholder", b"new", 0o644, 0, 0)
+        .file("d/.wh..wh..opq", b"", 0o644, 0, 0)
+        .finish();
+    let opts = ApplyOptions {
+        whiteouts: WhiteoutMode::Delete,
+        ..ApplyOptions::default()
+    };
+    apply_layer(&tar[..], &copy, &opts, None).unwrap();
+    assert_eq!(fs::read(copy.join(&new_deep)).unwrap(), b"new");
+    assert!(
+        !copy.join(&deep).exists(),
+        "the lower layer's deep file is hidden"
+    );
+    assert!(!copy.join(&shallow_again).exists());
+
+    remove_tree(&e.dest).unwrap();
+    assert!(!e.dest.exists());
+    remove_tree(&copy).unwrap();
+    assert!(!copy.exists());
+    eprintln!("deep tree applied and removed");
 }
