@@ -138,6 +138,12 @@ impl TarW {
         self.raw(&x, b"")
     }
     fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
+        self.pax_header(b'x', "PaxHeaders/x", records)
+    }
+    fn global_pax(&mut self, records: &[(&str, &[u8])]) -> &mut Self {
+        self.pax_header(b'g', "pax_global_header", records)
+    }
+    fn pax_header(&mut self, kind: u8, name: &str, records: &[(&str, &[u8])]) -> &mut Self {
         let mut data = Vec::new();
         for (k, v) in records {
             let body = 1 + k.len() + 1 + v.len() + 1; // " k=v\n"
@@ -149,7 +155,7 @@ impl TarW {
             data.extend_from_slice(v);
             data.push(b'\n');
         }
-        let x = h("PaxHeaders/x", b'x');
+        let x = h(name, kind);
         self.raw(&x, &data)
     }
     fn gnu_long_name(&mut self, name: &str) -> &mut Self {
@@ -1210,22 +1216,7 @@ fn remove_tree_copes_with_readonly_directories_and_symlinks() {
     make_readonly_tree(&root, 65534);
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o777)).unwrap();
     let target = root.clone();
-    let result = std::thread::spawn(move || {
-        // Raw syscalls change only this thread's ids (glibc's wrappers change all threads).
-        let r = unsafe { libc::syscall(libc::SYS_setresgid, -1i32, 65534, -1i32) };
-        assert_eq!(r, 0);
-        let r = unsafe { libc::syscall(libc::SYS_setresuid, -1i32, 65534, -1i32) };
-        assert_eq!(r, 0);
-        let result = remove_tree(&target);
-        unsafe {
-            libc::syscall(libc::SYS_setresuid, -1i32, 0, -1i32);
-            libc::syscall(libc::SYS_setresgid, -1i32, 0, -1i32);
-        }
-        result
-    })
-    .join()
-    .unwrap();
-    result.unwrap();
+    as_unprivileged(move || remove_tree(&target)).unwrap();
     assert!(!root.exists());
 }
 
@@ -1415,10 +1406,18 @@ fn tar_split_matches_containers_storage_byte_for_byte() {
     let mut t = TarW::default();
     let long_gnu = format!("gnu/{}/name", "g".repeat(130));
     let long_pax = format!("pax/{}/name", "p".repeat(120));
-    t.dir("./", 0o755, 0, 0)
+    let bad_name = H {
+        name: b"./etc/bad\xff".to_vec(),
+        uid: 5_000_000,
+        gid: 5_000_000,
+        ..h("", b'0')
+    };
+    t.global_pax(&[("comment", b"made by a test")])
+        .dir("./", 0o755, 0, 0)
         .dir("./etc/", 0o755, 0, 0)
         .file("./etc/hostname", b"box\n", 0o644, 0, 0)
         .file("./etc/empty", b"", 0o644, 0, 0)
+        .raw(&bad_name, b"not utf-8")
         .file("./etc/blocks", &[9u8; 1024], 0o600, 1000, 1000)
         .gnu_long_name(&long_gnu)
         .file("x", b"gnu", 0o644, 0, 0)
@@ -1919,4 +1918,61 @@ fn deep_tree_child() {
     remove_tree(&copy).unwrap();
     assert!(!copy.exists());
     eprintln!("deep tree applied and removed");
+}
+
+/// Runs `f` on a thread whose effective ids are 65534 (raw system calls change only the
+/// calling thread's credentials; glibc's wrappers would change every thread's).
+fn as_unprivileged<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        let r = unsafe { libc::syscall(libc::SYS_setresgid, -1i32, 65534, -1i32) };
+        assert_eq!(r, 0);
+        let r = unsafe { libc::syscall(libc::SYS_setresuid, -1i32, 65534, -1i32) };
+        assert_eq!(r, 0);
+        let result = f();
+        unsafe {
+            libc::syscall(libc::SYS_setresuid, -1i32, 0, -1i32);
+            libc::syscall(libc::SYS_setresgid, -1i32, 0, -1i32);
+        }
+        result
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn devices_need_root_but_fifos_and_files_do_not() {
+    require_root!();
+    let e = env();
+    std::os::unix::fs::chown(&e.dest, Some(65534), Some(65534)).unwrap();
+    fs::set_permissions(e.top.as_path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let mut fifo = h("fifo", b'6');
+    fifo.uid = 65534;
+    fifo.gid = 65534;
+    let mut dev = h("null", b'3');
+    dev.uid = 65534;
+    dev.gid = 65534;
+    dev.major = 1;
+    dev.minor = 3;
+    let ok_tar = TarW::default()
+        .file("f", b"mine", 0o600, 65534, 65534)
+        .raw(&fifo, b"")
+        .finish();
+    let dev_tar = TarW::default().raw(&dev, b"").finish();
+    let dest = e.dest.clone();
+    let (ok, refused) = as_unprivileged(move || {
+        let opts = ApplyOptions::default();
+        let ok = apply_layer(&ok_tar[..], &dest, &opts, None).map(|_| ());
+        let refused = apply_layer(&dev_tar[..], &dest, &opts, None);
+        (ok, refused)
+    });
+    ok.unwrap();
+    assert!(fs::symlink_metadata(e.dest.join("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert_eq!(fs::metadata(e.dest.join("f")).unwrap().uid(), 65534);
+    let err = refused.unwrap_err();
+    assert_eq!(err.status, Status::PermissionDenied);
+    assert!(err.message.contains("device node"), "{}", err.message);
+    assert!(!e.dest.join("null").exists());
 }
