@@ -1502,7 +1502,16 @@ fn describe_tree(root: &Path) -> BTreeMap<String, String> {
         let extra = if ft.is_symlink() {
             format!("-> {}", fs::read_link(&p).unwrap().display())
         } else if ft.is_file() {
-            let content = fs::read(&p).unwrap();
+            // O_NOATIME: reading must not change what the next description sees.
+            let mut content = Vec::new();
+            std::os::unix::fs::OpenOptionsExt::custom_flags(
+                fs::OpenOptions::new().read(true),
+                libc::O_NOATIME,
+            )
+            .open(&p)
+            .unwrap()
+            .read_to_end(&mut content)
+            .unwrap();
             let first = inodes
                 .entry(md.ino())
                 .or_insert_with(|| rel.clone())

@@ -262,12 +262,13 @@ impl Copier {
         }
         match kind {
             libc::S_IFREG => {
-                let src_file = File::from(fsops::openat(
-                    src,
-                    name,
-                    libc::O_RDONLY | libc::O_NOFOLLOW,
-                    0,
-                )?);
+                // O_NOATIME leaves the source layer's access times alone (owner or root only).
+                let read_flags = libc::O_RDONLY | libc::O_NOFOLLOW;
+                let src_fd = match fsops::openat(src, name, read_flags | libc::O_NOATIME, 0) {
+                    Err(e) if errno(&e) == libc::EPERM => fsops::openat(src, name, read_flags, 0)?,
+                    other => other?,
+                };
+                let src_file = File::from(src_fd);
                 let mut dst_file = File::from(fsops::openat(
                     dst,
                     name,
