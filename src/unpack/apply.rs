@@ -19,6 +19,10 @@ use std::path::Path;
 /// with few calls.
 const STREAM_BUFFER: usize = 1 << 20;
 
+/// Most directory descriptors kept for reuse (intermediate levels are dropped first), so
+/// that deeply nested layers do not run out of descriptors.
+const MAX_CACHED_DIRS: usize = 32;
+
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const WHITEOUT_META_PREFIX: &[u8] = b".wh..wh.";
 const WHITEOUT_OPAQUE: &[u8] = b".wh..wh..opq";
@@ -239,9 +243,22 @@ impl<'o> Applier<'o> {
         })
     }
 
+    /// Records a path this layer wrote, and its ancestors: an opaque directory above keeps
+    /// the directories that lead to this layer's files (as the merged overlay view would),
+    /// and deletes everything else. Invariant: a recorded path has all ancestors recorded.
     fn note_written(&mut self, path: &[u8]) {
-        if let Some(set) = self.written.as_mut() {
-            set.insert(path.to_vec());
+        let Some(set) = self.written.as_mut() else {
+            return;
+        };
+        if !set.insert(path.to_vec()) {
+            return;
+        }
+        let mut end = path.len();
+        while let Some(slash) = path[..end].iter().rposition(|&b| b == b'/') {
+            if !set.insert(path[..slash].to_vec()) {
+                break;
+            }
+            end = slash;
         }
     }
 
@@ -279,7 +296,7 @@ impl<'o> Applier<'o> {
             if let Ok(Some(fd)) = fsops::openat2_dir_beneath(self.top_fd(), &rest) {
                 self.cached_path
                     .extend(comps[depth..].iter().map(|c| c.to_vec()));
-                self.cached_dirs.push(CachedDir {
+                self.push_cached(CachedDir {
                     depth: comps.len(),
                     fd,
                     creation_gid: None,
@@ -316,7 +333,7 @@ impl<'o> Applier<'o> {
             };
             self.cached_path.push(comp.to_vec());
             depth += 1;
-            self.cached_dirs.push(CachedDir {
+            self.push_cached(CachedDir {
                 depth,
                 fd,
                 creation_gid: None,
@@ -344,6 +361,14 @@ impl<'o> Applier<'o> {
                 _ => unsafe_entry(entry, format!("path component {prefix:?} is not a directory")),
             },
             _ => io_entry(entry, &format!("opening directory {prefix:?}"), err),
+        }
+    }
+
+    fn push_cached(&mut self, dir: CachedDir) {
+        self.cached_dirs.push(dir);
+        if self.cached_dirs.len() > MAX_CACHED_DIRS {
+            // Any level but the last may go: a later lookup starts from a shallower one.
+            self.cached_dirs.remove(self.cached_dirs.len() - 2);
         }
     }
 
@@ -520,7 +545,7 @@ impl<'o> Applier<'o> {
             self.egid
         };
         self.cached_path.push(last.to_vec());
-        self.cached_dirs.push(CachedDir {
+        self.push_cached(CachedDir {
             depth: comps.len(),
             fd,
             creation_gid: Some(creation_gid),
@@ -791,7 +816,27 @@ impl<'o> Applier<'o> {
         Ok(())
     }
 
+    /// Deletes what this layer did not write below `dir` (an opaque directory in Delete
+    /// mode), descending into the directories it did write. Iterative: layers nest deeply.
     fn remove_unwritten(&self, dir: RawFd, dir_path: &[u8], entry: &[u8]) -> Result<()> {
+        let mut pending: Vec<Vec<u8>> = Vec::new();
+        self.remove_unwritten_children(dir, dir_path, entry, &mut pending)?;
+        while let Some(path) = pending.pop() {
+            let comps: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
+            if let Some(sub) = self.open_existing_dir(&comps, entry)? {
+                self.remove_unwritten_children(sub.as_raw_fd(), &path, entry, &mut pending)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_unwritten_children(
+        &self,
+        dir: RawFd,
+        dir_path: &[u8],
+        entry: &[u8],
+        written_subdirs: &mut Vec<Vec<u8>>,
+    ) -> Result<()> {
         let children = fsops::read_dir(dir)
             .map_err(|err| io_entry(entry, "listing the opaque directory", err))?;
         for (child, kind) in children {
@@ -809,10 +854,7 @@ impl<'o> Applier<'o> {
                     _ => false,
                 };
                 if is_dir {
-                    let sub = fsops::open_dir_path(dir, &child).map_err(|err| {
-                        io_entry(entry, "opening a directory in the opaque directory", err)
-                    })?;
-                    self.remove_unwritten(sub.as_raw_fd(), &path, entry)?;
+                    written_subdirs.push(path);
                 }
             } else {
                 fsops::remove_tree_at(dir, &child).map_err(|err| {

@@ -85,7 +85,7 @@ impl Crc64 {
     }
 
     /// The 8 bytes Go's `Sum(nil)` returns (big-endian).
-    pub fn to_be_bytes(&self) -> [u8; 8] {
+    pub fn to_be_bytes(self) -> [u8; 8] {
         self.value().to_be_bytes()
     }
 }

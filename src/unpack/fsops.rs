@@ -378,6 +378,25 @@ pub fn is_symlink(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFLNK
 }
 
+/// Directory levels that keep their descriptors open while a subdirectory is processed;
+/// deeper levels drop theirs and reopen them through ".." afterwards, so that trees of any
+/// depth (a layer may nest thousands of levels) need a bounded number of descriptors.
+/// Tree walks are iterative for the same reason (no stack overflow).
+pub const HELD_LEVELS: usize = 32;
+
+/// Reopens the parent of the directory open as `child` and checks it is still the
+/// directory (`identity` = device, inode) that was left.
+pub fn reopen_parent(child: RawFd, identity: (u64, u64)) -> io::Result<OwnedFd> {
+    let parent = openat(child, c"..", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let st = fstat(parent.as_raw_fd())?;
+    if (st.st_dev, st.st_ino) != identity {
+        return Err(io::Error::other(
+            "a directory was moved while its tree was being processed",
+        ));
+    }
+    Ok(parent)
+}
+
 /// rm -rf of one component under `dir`: never follows symlinks, makes directories it
 /// cannot enter or modify writable first (for a non-root caller facing 0555 trees).
 /// A missing entry is not an error.
@@ -388,35 +407,100 @@ pub fn remove_tree_at(dir: RawFd, name: &CStr) -> io::Result<()> {
         Err(e) => return Err(e),
     };
     if !is_dir(&st) {
-        return match unlinkat(dir, name, 0) {
-            Err(e) if errno(&e) != libc::ENOENT => Err(e),
-            _ => Ok(()),
-        };
+        return ignore_missing(unlinkat(dir, name, 0));
     }
-    empty_dir_at(dir, name, st.st_mode)?;
-    match unlinkat(dir, name, libc::AT_REMOVEDIR) {
+    empty_dir(open_dir_for_removal(dir, name, st.st_mode)?, &st)?;
+    ignore_missing(unlinkat(dir, name, libc::AT_REMOVEDIR))
+}
+
+fn ignore_missing(result: io::Result<()>) -> io::Result<()> {
+    match result {
         Err(e) if errno(&e) != libc::ENOENT => Err(e),
         _ => Ok(()),
     }
 }
 
-/// Removes everything inside the directory `name` (a real directory, mode `mode`).
-fn empty_dir_at(dir: RawFd, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
+fn open_dir_for_removal(parent: RawFd, name: &CStr, mode: libc::mode_t) -> io::Result<OwnedFd> {
     if mode & 0o700 != 0o700 {
         // Needed by a non-root owner to list and unlink; harmless (and ignored) otherwise.
-        let _ = fchmodat(dir, name, (mode & 0o7777) | 0o700);
+        let _ = fchmodat(parent, name, (mode & 0o7777) | 0o700);
     }
-    let sub = open_dir_read(dir, name)?;
-    for (child, kind) in read_dir(sub.as_raw_fd())? {
-        if kind == libc::DT_DIR || kind == libc::DT_UNKNOWN {
-            remove_tree_at(sub.as_raw_fd(), &child)?;
-        } else {
-            match unlinkat(sub.as_raw_fd(), &child, 0) {
-                Err(e) if errno(&e) == libc::EISDIR => remove_tree_at(sub.as_raw_fd(), &child)?,
-                Err(e) if errno(&e) != libc::ENOENT => return Err(e),
-                _ => {}
+    open_dir_read(parent, name)
+}
+
+/// One directory being emptied.
+struct RemovalFrame {
+    /// None while a deep subdirectory is processed (reopened through ".." afterwards).
+    fd: Option<OwnedFd>,
+    identity: (u64, u64),
+    children: std::vec::IntoIter<(CString, u8)>,
+    /// The subdirectory being emptied, removed once it is.
+    pending: Option<CString>,
+}
+
+impl RemovalFrame {
+    fn new(fd: OwnedFd, st: &libc::stat) -> io::Result<RemovalFrame> {
+        let children = read_dir(fd.as_raw_fd())?.into_iter();
+        Ok(RemovalFrame {
+            fd: Some(fd),
+            identity: (st.st_dev, st.st_ino),
+            children,
+            pending: None,
+        })
+    }
+}
+
+/// Removes everything inside the directory open as `top` (whose stat is `st`).
+fn empty_dir(top: OwnedFd, st: &libc::stat) -> io::Result<()> {
+    let mut stack = vec![RemovalFrame::new(top, st)?];
+    loop {
+        let depth = stack.len();
+        let Some(frame) = stack.last_mut() else {
+            return Ok(());
+        };
+        let Some(dir) = frame.fd.as_ref().map(|fd| fd.as_raw_fd()) else {
+            return Err(io::Error::other("internal: directory descriptor missing"));
+        };
+        if let Some((child, kind)) = frame.children.next() {
+            let mut subdir = None;
+            if kind == libc::DT_DIR || kind == libc::DT_UNKNOWN {
+                match lstatat(dir, &child) {
+                    Ok(st) if is_dir(&st) => subdir = Some(st),
+                    Ok(_) => {}
+                    Err(e) if errno(&e) == libc::ENOENT => continue,
+                    Err(e) => return Err(e),
+                }
             }
+            let Some(st) = subdir else {
+                match unlinkat(dir, &child, 0) {
+                    // The d_type hint was wrong: it is a directory after all.
+                    Err(e) if errno(&e) == libc::EISDIR => remove_tree_at(dir, &child)?,
+                    other => ignore_missing(other)?,
+                }
+                continue;
+            };
+            let sub = open_dir_for_removal(dir, &child, st.st_mode)?;
+            frame.pending = Some(child);
+            if depth >= HELD_LEVELS {
+                frame.fd = None;
+            }
+            stack.push(RemovalFrame::new(sub, &st)?);
+            continue;
+        }
+        // This directory is empty now; back to its parent, which removes it.
+        let Some(done) = stack.pop() else {
+            return Ok(());
+        };
+        let Some(parent) = stack.last_mut() else {
+            return Ok(());
+        };
+        if parent.fd.is_none() {
+            let child_fd = done.fd.as_ref().map(|fd| fd.as_raw_fd()).unwrap_or(-1);
+            parent.fd = Some(reopen_parent(child_fd, parent.identity)?);
+        }
+        drop(done);
+        if let (Some(fd), Some(name)) = (parent.fd.as_ref(), parent.pending.take()) {
+            ignore_missing(unlinkat(fd.as_raw_fd(), &name, libc::AT_REMOVEDIR))?;
         }
     }
-    Ok(())
 }

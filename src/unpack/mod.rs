@@ -5,6 +5,20 @@
 //! resolved with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS) or a
 //! component-by-component O_NOFOLLOW walk, final components are created with *at() calls
 //! that never follow symlinks, and a name that needs a symlink to be reached is refused.
+//!
+//! Compatibility with containers/storage (checked against it by the tests when skopeo is
+//! installed): the tar-split is the same line for line (the bytes after the end-of-archive
+//! blocks are split into segments by Go's read sizes, which no one can reproduce; their
+//! content is the same), and so are the extracted tree, diff digest and uid/gid sets.
+//! Deliberate differences:
+//! * a "./" entry sets the root's mode, owner and times (containers/storage's overlay path
+//!   ignores it; its vfs path applies it);
+//! * names reached through a symlink, absolute names and absolute hard-link targets are
+//!   refused rather than resolved inside a chroot;
+//! * in Delete (vfs) mode an opaque directory keeps the directories leading to files of the
+//!   same layer, as the merged overlay view does;
+//! * repeated names are refused only when a tar-split is written (tar-split cannot describe
+//!   them, and containers/storage refuses them the same way).
 
 mod apply;
 pub mod compression;

@@ -69,17 +69,141 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     }
     let dst_fd = fsops::open_dir_read(dst_parent.as_raw_fd(), &dst_cname)
         .map_err(|e| Error::from(e).context(format!("opening {}", dst.display())))?;
+    copy_dir_tree(src_fd, dst_fd)
+        .map_err(|e| e.context(format!("copying {} to {}", src.display(), dst.display())))
+}
+
+/// Levels that keep their two descriptors (source and copy) while a subdirectory is
+/// copied; see `fsops::HELD_LEVELS`.
+const HELD_LEVELS: usize = fsops::HELD_LEVELS / 2;
+
+/// One directory being copied.
+struct CopyFrame {
+    /// None while a deep subdirectory is copied (reopened through ".." afterwards).
+    src: Option<OwnedFd>,
+    dst: Option<OwnedFd>,
+    src_identity: (u64, u64),
+    dst_identity: (u64, u64),
+    /// The source directory's stat, applied to the copy once its contents are in.
+    st: libc::stat,
+    children: std::vec::IntoIter<(std::ffi::CString, u8)>,
+    /// Length of this directory's path (relative to the copy's root) in the shared buffer.
+    rel_len: usize,
+}
+
+impl CopyFrame {
+    fn new(
+        src: OwnedFd,
+        dst: OwnedFd,
+        st: libc::stat,
+        rel_len: usize,
+        deep: bool,
+    ) -> Result<CopyFrame> {
+        let children = fsops::read_dir(src.as_raw_fd())?.into_iter();
+        // Only deep frames may drop their descriptors, so only they need the identity.
+        let dst_identity = if deep {
+            let d = fsops::fstat(dst.as_raw_fd())?;
+            (d.st_dev, d.st_ino)
+        } else {
+            (0, 0)
+        };
+        Ok(CopyFrame {
+            src: Some(src),
+            dst: Some(dst),
+            src_identity: (st.st_dev, st.st_ino),
+            dst_identity,
+            st,
+            children,
+            rel_len,
+        })
+    }
+}
+
+/// Copies the contents of `src` into the empty directory `dst`, then `src`'s metadata.
+/// Iterative, with a bounded number of open descriptors, whatever the depth.
+fn copy_dir_tree(src: OwnedFd, dst: OwnedFd) -> Result<()> {
+    let root_st = fsops::fstat(src.as_raw_fd())?;
+    let dst_root = fsops::openat(dst.as_raw_fd(), c".", libc::O_PATH | libc::O_DIRECTORY, 0)?;
     let mut copier = Copier {
-        dst_root: dst_fd.as_raw_fd(),
+        dst_root: dst_root.as_raw_fd(),
         links: HashMap::new(),
     };
-    let result = copier
-        .copy_dir_contents(src_fd.as_raw_fd(), dst_fd.as_raw_fd(), &mut Vec::new())
-        .and_then(|()| {
-            let st = fsops::fstat(src_fd.as_raw_fd())?;
-            copy_metadata_fd(src_fd.as_raw_fd(), dst_fd.as_raw_fd(), &st)
-        });
-    result.map_err(|e| e.context(format!("copying {} to {}", src.display(), dst.display())))
+    let mut rel: Vec<u8> = Vec::new();
+    let mut stack = vec![CopyFrame::new(src, dst, root_st, 0, false)?];
+    loop {
+        let depth = stack.len();
+        let Some(frame) = stack.last_mut() else {
+            return Ok(());
+        };
+        let (Some(src_dir), Some(dst_dir)) = (
+            frame.src.as_ref().map(|fd| fd.as_raw_fd()),
+            frame.dst.as_ref().map(|fd| fd.as_raw_fd()),
+        ) else {
+            return Err(Error::internal(
+                "directory descriptor missing while copying",
+            ));
+        };
+        if let Some((name, _)) = frame.children.next() {
+            rel.truncate(frame.rel_len);
+            if !rel.is_empty() {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(name.to_bytes());
+            let shown = || String::from_utf8_lossy(&rel).into_owned();
+            let st = match fsops::lstatat(src_dir, &name) {
+                Ok(st) => st,
+                Err(e) if errno(&e) == libc::ENOENT => continue, // removed meanwhile
+                Err(e) => return Err(Error::from(e).context(shown())),
+            };
+            if !fsops::is_dir(&st) {
+                copier
+                    .copy_non_dir(src_dir, dst_dir, &name, &st, &rel)
+                    .map_err(|e| e.context(shown()))?;
+                continue;
+            }
+            let opened = fsops::mkdirat(dst_dir, &name, 0o700).and_then(|()| {
+                Ok((
+                    fsops::open_dir_read(src_dir, &name)?,
+                    fsops::open_dir_read(dst_dir, &name)?,
+                ))
+            });
+            let (sub_src, sub_dst) = opened.map_err(|e| Error::from(e).context(shown()))?;
+            // Frames past HELD_LEVELS give up their descriptors while their children are
+            // copied; `depth` is the child's index.
+            if depth > HELD_LEVELS {
+                frame.src = None;
+                frame.dst = None;
+            }
+            let rel_len = rel.len();
+            let deep = depth >= HELD_LEVELS;
+            stack.push(CopyFrame::new(sub_src, sub_dst, st, rel_len, deep)?);
+            continue;
+        }
+        // Contents done: the directory's own metadata (times last, after its children).
+        let Some(done) = stack.pop() else {
+            return Ok(());
+        };
+        let (Some(done_src), Some(done_dst)) = (done.src.as_ref(), done.dst.as_ref()) else {
+            return Err(Error::internal(
+                "directory descriptor missing while copying",
+            ));
+        };
+        rel.truncate(done.rel_len);
+        copy_metadata_fd(done_src.as_raw_fd(), done_dst.as_raw_fd(), &done.st)
+            .map_err(|e| e.context(String::from_utf8_lossy(&rel).into_owned()))?;
+        if let Some(parent) = stack.last_mut() {
+            if parent.src.is_none() {
+                parent.src = Some(fsops::reopen_parent(
+                    done_src.as_raw_fd(),
+                    parent.src_identity,
+                )?);
+                parent.dst = Some(fsops::reopen_parent(
+                    done_dst.as_raw_fd(),
+                    parent.dst_identity,
+                )?);
+            }
+        }
+    }
 }
 
 struct Copier {
@@ -118,51 +242,33 @@ fn copy_metadata_fd(src: RawFd, dst: RawFd, st: &libc::stat) -> Result<()> {
 }
 
 impl Copier {
-    fn copy_dir_contents(&mut self, src: RawFd, dst: RawFd, rel: &mut Vec<u8>) -> Result<()> {
-        for (name, _) in fsops::read_dir(src)? {
-            let rel_len = rel.len();
-            if !rel.is_empty() {
-                rel.push(b'/');
-            }
-            rel.extend_from_slice(name.to_bytes());
-            let result = self.copy_one(src, dst, &name, rel);
-            let shown = String::from_utf8_lossy(rel).into_owned();
-            rel.truncate(rel_len);
-            result.map_err(|e| e.context(shown))?;
-        }
-        Ok(())
-    }
-
-    fn copy_one(&mut self, src: RawFd, dst: RawFd, name: &CStr, rel: &mut Vec<u8>) -> Result<()> {
-        let st = match fsops::lstatat(src, name) {
-            Ok(st) => st,
-            Err(e) if errno(&e) == libc::ENOENT => return Ok(()), // removed meanwhile
-            Err(e) => return Err(e.into()),
-        };
+    /// Copies a non-directory; files hard-linked inside the tree become hard links again.
+    fn copy_non_dir(
+        &mut self,
+        src: RawFd,
+        dst: RawFd,
+        name: &CStr,
+        st: &libc::stat,
+        rel: &[u8],
+    ) -> Result<()> {
         let kind = st.st_mode & libc::S_IFMT;
-        if kind != libc::S_IFDIR && st.st_nlink > 1 {
+        if st.st_nlink > 1 {
             let key = (st.st_dev, st.st_ino);
             if let Some(first) = self.links.get(&key) {
                 fsops::linkat(self.dst_root, &cstr(first)?, dst, name)?;
                 return Ok(());
             }
-            self.links.insert(key, rel.clone());
+            self.links.insert(key, rel.to_vec());
         }
         match kind {
-            libc::S_IFDIR => {
-                fsops::mkdirat(dst, name, 0o700)?;
-                let src_dir = fsops::open_dir_read(src, name)?;
-                let dst_dir = fsops::open_dir_read(dst, name)?;
-                self.copy_dir_contents(src_dir.as_raw_fd(), dst_dir.as_raw_fd(), rel)?;
-                copy_metadata_fd(src_dir.as_raw_fd(), dst_dir.as_raw_fd(), &st)?;
-            }
             libc::S_IFREG => {
-                let src_file = File::from(fsops::openat(
-                    src,
-                    name,
-                    libc::O_RDONLY | libc::O_NOFOLLOW,
-                    0,
-                )?);
+                // O_NOATIME leaves the source layer's access times alone (owner or root only).
+                let read_flags = libc::O_RDONLY | libc::O_NOFOLLOW;
+                let src_fd = match fsops::openat(src, name, read_flags | libc::O_NOATIME, 0) {
+                    Err(e) if errno(&e) == libc::EPERM => fsops::openat(src, name, read_flags, 0)?,
+                    other => other?,
+                };
+                let src_file = File::from(src_fd);
                 let mut dst_file = File::from(fsops::openat(
                     dst,
                     name,
@@ -171,13 +277,13 @@ impl Copier {
                 )?);
                 // std uses copy_file_range/sendfile here (and reflinks where the fs can).
                 std::io::copy(&mut &src_file, &mut dst_file)?;
-                copy_metadata_fd(src_file.as_raw_fd(), dst_file.as_raw_fd(), &st)?;
+                copy_metadata_fd(src_file.as_raw_fd(), dst_file.as_raw_fd(), st)?;
             }
             libc::S_IFLNK => {
                 let target = fsops::readlinkat(src, name)?;
                 fsops::symlinkat(&cstr(&target)?, dst, name)?;
                 fsops::lchownat(dst, name, st.st_uid, st.st_gid)?;
-                fsops::lutimensat(dst, name, &times_of(&st))?;
+                fsops::lutimensat(dst, name, &times_of(st))?;
             }
             libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO => {
                 fsops::mknodat(dst, name, kind | 0o600, st.st_rdev)?;
@@ -192,7 +298,7 @@ impl Copier {
                     }
                 }
                 fsops::fchmodat(dst, name, st.st_mode & 0o7777)?;
-                fsops::lutimensat(dst, name, &times_of(&st))?;
+                fsops::lutimensat(dst, name, &times_of(st))?;
             }
             _ => {} // sockets: not part of an image
         }
