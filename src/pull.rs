@@ -291,7 +291,7 @@ async fn try_location(
     }
 
     let resolved = tokio::select! {
-        r = source.resolve() => r.map_err(|e| access.explain(e, &source))?,
+        r = source.resolve() => r.map_err(|e| access.explain(e, &source, location))?,
         _ = cancel.cancelled() => return Err(Error::cancelled()),
     };
     Ok(Located::Resolved(parsed.clone(), source, resolved))

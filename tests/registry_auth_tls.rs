@@ -37,28 +37,7 @@ fn test_dir(name: &str) -> PathBuf {
 /// Empty registries.conf and drop-in dir, and an accept-anything policy: the machine's own
 /// files play no part.
 fn hermetic_args(dir: &Path) -> Vec<String> {
-    let conf = dir.join("registries.conf");
-    std::fs::write(&conf, "").unwrap();
-    let drop_ins = dir.join("registries.conf.d");
-    std::fs::create_dir_all(&drop_ins).unwrap();
-    let policy = dir.join("policy.json");
-    std::fs::write(
-        &policy,
-        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
-    )
-    .unwrap();
-    vec![
-        format!("--registries-conf={}", conf.display()),
-        format!("--registries-conf-dir={}", drop_ins.display()),
-        format!("--signature-policy={}", policy.display()),
-    ]
-}
-
-fn with<'a>(base: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
-    base.iter()
-        .map(String::as_str)
-        .chain(extra.iter().copied())
-        .collect()
+    config_args(dir, "empty", "", None)
 }
 
 #[test]

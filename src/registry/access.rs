@@ -82,10 +82,7 @@ impl AccessContext {
 
     /// Opens a location: its TLS files and credentials looked up, then the source opened.
     pub async fn open(&self, location: &Location, platform: &Platform) -> Result<Source> {
-        let insecure = match self.options.tls_verify {
-            Some(verify) => !verify,
-            None => location.insecure,
-        };
+        let insecure = self.insecure(location);
         let opts = SourceOptions {
             tls_verify: !insecure,
             platform: platform.clone(),
@@ -132,9 +129,34 @@ impl AccessContext {
             .map_err(|e| refused(e, credential_source.as_deref()))
     }
 
-    /// A 401 despite credentials means they were refused.
-    pub fn explain(&self, error: Error, source: &Source) -> Error {
-        refused(error, source.credential_source())
+    /// Makes an error of `source` at `location` say more: a 401 despite credentials means
+    /// they were refused; a TLS failure names the CA files used.
+    pub fn explain(&self, error: Error, source: &Source, location: &Location) -> Error {
+        let error = refused(error, source.credential_source());
+        let Reference::Docker(r) = &location.reference else {
+            return error;
+        };
+        if self.insecure(location) {
+            return error;
+        }
+        let paths = CertPaths {
+            cert_dir: self.options.cert_dir.clone(),
+            certs_d: self.options.certs_d.clone(),
+        };
+        let files = certs::lookup(&r.registry, &paths).unwrap_or_default();
+        super::connect::explain_tls_failure(
+            error,
+            files.dir.as_deref(),
+            !files.client_pairs.is_empty(),
+        )
+    }
+
+    /// Whether `location` is reached without TLS verification.
+    fn insecure(&self, location: &Location) -> bool {
+        match self.options.tls_verify {
+            Some(verify) => !verify,
+            None => location.insecure,
+        }
     }
 }
 

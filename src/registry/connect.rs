@@ -90,7 +90,30 @@ pub(super) async fn connect(
     } else {
         connect_verified(image, &auth, connection).await
     };
-    result.map_err(|e| explain_tls_failure(e, connection))
+    result.map_err(|e| {
+        let e = name_refused_credentials(e, connection);
+        explain_tls_failure(
+            e,
+            connection.cert_dir.as_deref(),
+            !connection.client_certificates.is_empty(),
+        )
+    })
+}
+
+/// The token service's refusal names the credentials' source (its own reason is often empty).
+fn name_refused_credentials(error: Error, connection: &Connection) -> Error {
+    match &connection.credential {
+        Some(found) if error.status == Status::AuthFailed => {
+            let mut e = error;
+            e.message = format!(
+                "{} (the credentials from {} were refused)",
+                e.message.trim_end_matches([':', ' ']),
+                found.source
+            );
+            e
+        }
+        _ => error,
+    }
 }
 
 async fn connect_verified(
@@ -166,22 +189,31 @@ fn build_client(
 }
 
 /// A TLS failure says which certificate files were (or could have been) used.
-fn explain_tls_failure(error: Error, connection: &Connection) -> Error {
+pub(super) fn explain_tls_failure(
+    error: Error,
+    cert_dir: Option<&std::path::Path>,
+    has_client_certificates: bool,
+) -> Error {
     if error.status != Status::Network {
         return error;
     }
     let lower = error.message.to_lowercase();
-    if !(lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")) {
+    let about_tls = ["certificate", "tls", "handshake", "corrupt message"]
+        .iter()
+        .any(|w| lower.contains(w));
+    if !about_tls {
         return error;
     }
-    let mut hint = match &connection.cert_dir {
-        Some(dir) => format!(" (TLS files from {})", dir.display()),
-        None => {
-            " (no certs.d directory for this registry; use a CA in certs.d or tls-verify=false)"
-                .to_string()
-        }
+    let mut hint = match cert_dir {
+        Some(dir) => format!(
+            " (TLS: CA certificates from {} and the system)",
+            dir.display()
+        ),
+        None => " (TLS: system CA certificates only; no certs.d directory for this registry, \
+                 see the README for where CA files are read, or allow insecure access)"
+            .to_string(),
     };
-    if !connection.client_certificates.is_empty() {
+    if has_client_certificates {
         hint.push_str("; client certificates cannot be presented by this version");
     }
     let mut e = error;

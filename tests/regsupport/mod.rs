@@ -454,3 +454,38 @@ pub fn path_with(dir: &Path) -> String {
         std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into())
     )
 }
+
+/// Options that make cimagectl read `registries_conf` (and no drop-in of the machine) and the
+/// policy `policy` (accept anything when None), both written under `dir` with `tag` in their
+/// names.
+pub fn config_args(
+    dir: &Path,
+    tag: &str,
+    registries_conf: &str,
+    policy: Option<&str>,
+) -> Vec<String> {
+    fs::create_dir_all(dir).unwrap();
+    let conf = dir.join(format!("{tag}-registries.conf"));
+    fs::write(&conf, registries_conf).unwrap();
+    let drop_ins = dir.join(format!("{tag}-registries.conf.d"));
+    fs::create_dir_all(&drop_ins).unwrap();
+    let policy_path = dir.join(format!("{tag}-policy.json"));
+    fs::write(
+        &policy_path,
+        policy.unwrap_or(r#"{"default":[{"type":"insecureAcceptAnything"}]}"#),
+    )
+    .unwrap();
+    vec![
+        format!("--registries-conf={}", conf.display()),
+        format!("--registries-conf-dir={}", drop_ins.display()),
+        format!("--signature-policy={}", policy_path.display()),
+    ]
+}
+
+/// `base` followed by `extra`, as the &str list cimagectl helpers take.
+pub fn with<'a>(base: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
+    base.iter()
+        .map(String::as_str)
+        .chain(extra.iter().copied())
+        .collect()
+}
