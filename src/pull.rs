@@ -121,6 +121,8 @@ pub async fn pull(
     progress: ProgressSink,
     cancel: CancelFlag,
 ) -> Result<ImageInfo> {
+    // A malformed reference is the caller's error whatever the configuration files say.
+    crate::registry::parse_reference(reference)?;
     let access = AccessContext::load(&opts.access)?;
     let plan = access.plan(reference)?;
     if opts.policy != PullPolicy::Always {
@@ -193,7 +195,7 @@ pub async fn pull(
 /// Where a pull gets its image: already in the store, or resolved at a location.
 enum Located {
     Warm(ImageInfo),
-    Resolved(Reference, Arc<Source>, ResolvedImage),
+    Resolved(Reference, Arc<Source>, Box<ResolvedImage>),
 }
 
 /// Tries every place the image may come from, in order — each candidate of a short name, and
@@ -294,7 +296,11 @@ async fn try_location(
         r = source.resolve() => r.map_err(|e| access.explain(e, &source, location))?,
         _ = cancel.cancelled() => return Err(Error::cancelled()),
     };
-    Ok(Located::Resolved(parsed.clone(), source, resolved))
+    Ok(Located::Resolved(
+        parsed.clone(),
+        source,
+        Box::new(resolved),
+    ))
 }
 
 async fn add_name(store: &Arc<Store>, id: &str, name: &str) -> Result<ImageInfo> {
