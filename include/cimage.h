@@ -747,8 +747,9 @@ cimage_status cimage_log_set_level(int32_t level, struct cimage_error **err);
 void cimage_log_set_callback(cimage_log_cb cb, void *user_data);
 
 /**
- * New pull options: TLS verified, host platform, policy ALWAYS, no callback. Never NULL; free with
- * `cimage_pull_options_free`.
+ * New pull options: host platform, policy ALWAYS, no callback; TLS, credentials, registries and
+ * signature policy as the configuration files say (README, "Registry configuration"). Never
+ * NULL; free with `cimage_pull_options_free`.
  */
 struct cimage_pull_options *cimage_pull_options_new(void);
 

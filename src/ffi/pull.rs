@@ -78,8 +78,9 @@ pub struct cimage_pull_options {
     cancel: Option<CancelFlag>,
 }
 
-/// New pull options: TLS verified, host platform, policy ALWAYS, no callback. Never NULL; free with
-/// `cimage_pull_options_free`.
+/// New pull options: host platform, policy ALWAYS, no callback; TLS, credentials, registries and
+/// signature policy as the configuration files say (README, "Registry configuration"). Never
+/// NULL; free with `cimage_pull_options_free`.
 #[unsafe(no_mangle)]
 pub extern "C" fn cimage_pull_options_new() -> *mut cimage_pull_options {
     Box::into_raw(Box::new(cimage_pull_options {
