@@ -33,7 +33,9 @@ static const char usage_text[] =
     "\n"
     "Commands:\n"
     "  store                                  store info and driver status\n"
-    "  pull [--tls-verify=true|false] [--platform OS/ARCH[/VARIANT]] [--policy always|missing|never] REF\n"
+    "  pull [--tls-verify=true|false] [--platform OS/ARCH[/VARIANT]] [--policy always|missing|never]\n"
+    "       [--creds USER:PASSWORD] [--authfile FILE] [--cert-dir DIR] [--certs-d DIR]\n"
+    "       [--registries-conf FILE] [--registries-conf-dir DIR] [--signature-policy FILE] REF\n"
     "                                         REF: docker://..., oci:DIR[:TAG], or a bare name\n"
     "  images | layers | containers           lists\n"
     "  container [--name NAME] IMAGE          create a container from an image (id, prefix or name)\n"
@@ -555,6 +557,14 @@ struct pull_args {
     const char *tls_verify; /* "true" or "false", NULL: the library default */
     const char *platform;
     const char *policy;
+    /* Registry access, as skopeo's options of the same names; NULL: the library default. */
+    const char *creds; /* USER:PASSWORD */
+    const char *authfile;
+    const char *cert_dir;
+    const char *certs_d; /* a certs.d root with a HOST[:PORT] directory per registry */
+    const char *registries_conf;
+    const char *registries_conf_dir;
+    const char *signature_policy;
 };
 
 static enum option_match parse_pull_option(int argc, char **argv, int *i, void *state)
@@ -570,10 +580,47 @@ static enum option_match parse_pull_option(int argc, char **argv, int *i, void *
         args->tls_verify = argv[*i] + 13;
         return OPTION_MATCH;
     }
-    m = match_value_option(argc, argv, i, NULL, "--platform", &args->platform);
-    if (m != OPTION_NO_MATCH)
-        return m;
-    return match_value_option(argc, argv, i, NULL, "--policy", &args->policy);
+    static const struct {
+        const char *name;
+        size_t offset;
+    } value_options[] = {
+        {"--platform", offsetof(struct pull_args, platform)},
+        {"--policy", offsetof(struct pull_args, policy)},
+        {"--creds", offsetof(struct pull_args, creds)},
+        {"--authfile", offsetof(struct pull_args, authfile)},
+        {"--cert-dir", offsetof(struct pull_args, cert_dir)},
+        {"--certs-d", offsetof(struct pull_args, certs_d)},
+        {"--registries-conf", offsetof(struct pull_args, registries_conf)},
+        {"--registries-conf-dir", offsetof(struct pull_args, registries_conf_dir)},
+        {"--signature-policy", offsetof(struct pull_args, signature_policy)},
+    };
+    for (size_t k = 0; k < sizeof value_options / sizeof value_options[0]; k++) {
+        const char **value = (const char **)((char *)args + value_options[k].offset);
+        m = match_value_option(argc, argv, i, NULL, value_options[k].name, value);
+        if (m != OPTION_NO_MATCH)
+            return m;
+    }
+    return OPTION_NO_MATCH;
+}
+
+/* --creds USER:PASSWORD, split at the first ':' as skopeo does. Returns 0, or 1 after reporting. */
+static int set_credentials(cimage_pull_options *opts, const char *creds)
+{
+    const char *colon = strchr(creds, ':');
+    cimage_error *err = NULL;
+    cimage_status status;
+    char *user;
+
+    if (colon == NULL || colon == creds)
+        return report_failure(CIMAGE_STATUS_INVALID_ARGUMENT, "invalid --creds value: want USER:PASSWORD");
+    user = malloc((size_t)(colon - creds) + 1);
+    if (user == NULL)
+        return report_failure(CIMAGE_STATUS_INTERNAL, "out of memory");
+    memcpy(user, creds, (size_t)(colon - creds));
+    user[colon - creds] = '\0';
+    status = cimage_pull_options_set_credentials(opts, user, colon + 1, &err);
+    free(user);
+    return status == CIMAGE_STATUS_OK ? 0 : report_error(status, err);
 }
 
 /* What the progress callback needs to print skopeo-like lines. */
@@ -719,6 +766,20 @@ static int configure_pull(cimage_pull_options *opts, const struct pull_args *arg
                                   "invalid --policy value \"%s\": want always, missing or never", args->policy);
         status = cimage_pull_options_set_policy(opts, policy, &err);
     }
+    if (status == CIMAGE_STATUS_OK && args->creds != NULL && set_credentials(opts, args->creds) != 0)
+        return 1;
+    if (status == CIMAGE_STATUS_OK && args->authfile != NULL)
+        status = cimage_pull_options_set_auth_file(opts, args->authfile, &err);
+    if (status == CIMAGE_STATUS_OK && args->cert_dir != NULL)
+        status = cimage_pull_options_set_cert_dir(opts, args->cert_dir, &err);
+    if (status == CIMAGE_STATUS_OK && args->certs_d != NULL)
+        status = cimage_pull_options_set_certs_d(opts, args->certs_d, &err);
+    if (status == CIMAGE_STATUS_OK && args->registries_conf != NULL)
+        status = cimage_pull_options_set_registries_conf(opts, args->registries_conf, &err);
+    if (status == CIMAGE_STATUS_OK && args->registries_conf_dir != NULL)
+        status = cimage_pull_options_set_registries_conf_dir(opts, args->registries_conf_dir, &err);
+    if (status == CIMAGE_STATUS_OK && args->signature_policy != NULL)
+        status = cimage_pull_options_set_policy_file(opts, args->signature_policy, &err);
     if (status != CIMAGE_STATUS_OK)
         return report_error(status, err);
     return 0;
@@ -726,7 +787,7 @@ static int configure_pull(cimage_pull_options *opts, const struct pull_args *arg
 
 static int cmd_pull(int argc, char **argv)
 {
-    struct pull_args args = {NULL, NULL, NULL};
+    struct pull_args args;
     struct pull_progress progress;
     const char *reference = NULL;
     cimage_pull_options *pull_options = NULL;
@@ -734,8 +795,10 @@ static int cmd_pull(int argc, char **argv)
     cimage_image *image = NULL;
     cimage_error *err = NULL;
     cimage_status status;
-    int rc = parse_command_args(argc, argv, parse_pull_option, &args, &reference, 1);
+    int rc;
 
+    memset(&args, 0, sizeof args);
+    rc = parse_command_args(argc, argv, parse_pull_option, &args, &reference, 1);
     if (rc != 0)
         return rc;
     memset(&progress, 0, sizeof progress);

@@ -8,7 +8,11 @@
 use crate::config::storage::DriverKind;
 use crate::digest;
 use crate::error::{Error, Result, ResultExt, Status};
-use crate::registry::{self, BlobDesc, Platform, Reference, ResolvedImage, Source, SourceOptions};
+use crate::registry::access::combine_failures;
+use crate::registry::resolve::{Location, PullPlan};
+use crate::registry::{
+    AccessContext, AccessOptions, BlobDesc, Platform, Reference, ResolvedImage, Source,
+};
 use crate::runtime::CancelFlag;
 use crate::store::{layer_id_for, BigData, ImageInfo, NewImage, NewLayer, StagingDir, Store};
 use crate::unpack::{self, compression, ApplyOptions};
@@ -32,7 +36,8 @@ pub enum PullPolicy {
 
 #[derive(Debug, Clone)]
 pub struct PullOptions {
-    pub tls_verify: bool,
+    /// TLS, credentials and the configuration files to read.
+    pub access: AccessOptions,
     /// None: the host's platform.
     pub platform: Option<Platform>,
     pub policy: PullPolicy,
@@ -43,7 +48,7 @@ pub struct PullOptions {
 impl Default for PullOptions {
     fn default() -> Self {
         PullOptions {
-            tls_verify: true,
+            access: AccessOptions::default(),
             platform: None,
             policy: PullPolicy::Always,
             parallel_layers: 3,
@@ -116,39 +121,150 @@ pub async fn pull(
     progress: ProgressSink,
     cancel: CancelFlag,
 ) -> Result<ImageInfo> {
-    let parsed = registry::parse_reference(reference)?;
-    let name = parsed.storage_name();
+    // A malformed reference is the caller's error whatever the configuration files say.
+    crate::registry::parse_reference(reference)?;
+    let access = AccessContext::load(&opts.access)?;
+    let plan = access.plan(reference)?;
     if opts.policy != PullPolicy::Always {
-        let s = store.clone();
-        let n = name.clone();
-        let found = blocking(move || s.image(&n)).await;
-        match found {
-            Ok(img) => {
-                crate::log::debug(format!(
-                    "{name} is in the store; policy {:?}: not contacting the registry",
-                    opts.policy
-                ));
-                return Ok(img);
+        let names: Vec<String> = plan
+            .candidates
+            .iter()
+            .map(|c| c.reference.storage_name())
+            .collect();
+        for name in &names {
+            let s = store.clone();
+            let n = name.clone();
+            match blocking(move || s.image(&n)).await {
+                Ok(img) => {
+                    crate::log::debug(format!(
+                        "{name} is in the store; policy {:?}: not contacting the registry",
+                        opts.policy
+                    ));
+                    return Ok(img);
+                }
+                Err(e) if e.status == Status::NotFound => {}
+                Err(e) => return Err(e),
             }
-            Err(e) if e.status == Status::NotFound && opts.policy == PullPolicy::Never => {
-                return Err(Error::not_found(format!(
-                    "image {name} is not in the store and the pull policy is never"
-                ))
-                .with_subject(name));
-            }
-            Err(e) if e.status == Status::NotFound => {}
-            Err(e) => return Err(e),
+        }
+        if opts.policy == PullPolicy::Never {
+            let name = names.join(" or ");
+            return Err(Error::not_found(format!(
+                "image {name} is not in the store and the pull policy is never"
+            ))
+            .with_subject(name));
         }
     }
-    progress.send(Progress::Resolving {
+    if let Some(ambiguity) = plan.ambiguity.clone() {
+        return Err(ambiguity);
+    }
+    if let Some(first) = plan.candidates.first() {
+        progress.send(Progress::Resolving {
+            reference: first.reference.to_string(),
+        });
+    }
+    let platform = opts.platform.clone().unwrap_or_else(Platform::host);
+    let (parsed, source, resolved) = match locate(
+        &store, &access, &plan, &platform, &progress, &cancel, reference,
+    )
+    .await?
+    {
+        Located::Warm(img) => return Ok(img),
+        Located::Resolved(parsed, source, resolved) => (parsed, source, resolved),
+    };
+    let name = parsed.storage_name();
+    crate::log::debug(format!(
+        "{name}: manifest {} config {} with {} layers from {}",
+        resolved.manifest_digest,
+        resolved.config_digest,
+        resolved.layers.len(),
+        source.name()
+    ));
+    fetch_layers(&store, &source, &resolved, opts, &progress, &cancel).await?;
+    cancel.check()?;
+    progress.send(Progress::Config {
+        digest: resolved.config_digest.clone(),
+    });
+    progress.send(Progress::Committing {
         reference: parsed.to_string(),
     });
-    let source_opts = SourceOptions {
-        tls_verify: opts.tls_verify,
-        platform: opts.platform.clone().unwrap_or_else(Platform::host),
-    };
+    let new = new_image(&parsed, &resolved)?;
+    let s = store.clone();
+    blocking(move || s.commit_image(new)).await
+}
+
+/// Where a pull gets its image: already in the store, or resolved at a location.
+enum Located {
+    Warm(ImageInfo),
+    Resolved(Reference, Arc<Source>, Box<ResolvedImage>),
+}
+
+/// Tries every place the image may come from, in order — each candidate of a short name, and
+/// for each its mirrors then its primary location — and takes the first that serves it.
+async fn locate(
+    store: &Arc<Store>,
+    access: &AccessContext,
+    plan: &PullPlan,
+    platform: &Platform,
+    progress: &ProgressSink,
+    cancel: &CancelFlag,
+    reference: &str,
+) -> Result<Located> {
+    let mut failures = Vec::new();
+    for candidate in &plan.candidates {
+        if let Err(e) = access.admit(candidate) {
+            failures.push(e);
+            continue;
+        }
+        let mut candidate_failures = Vec::new();
+        for location in &candidate.locations {
+            match try_location(
+                store,
+                access,
+                &candidate.reference,
+                location,
+                platform,
+                progress,
+                cancel,
+            )
+            .await
+            {
+                Ok(located) => return Ok(located),
+                Err(e) if e.status == Status::Cancelled => return Err(e),
+                Err(e) => {
+                    crate::log::debug(format!("{}: {}", location.reference, e.message));
+                    candidate_failures.push(e);
+                }
+            }
+        }
+        // The primary location's verdict speaks for the candidate; the mirrors' are detail.
+        if let Some(primary) = candidate_failures.pop() {
+            failures.push(if candidate_failures.is_empty() {
+                primary
+            } else {
+                let mirrors: Vec<String> =
+                    candidate_failures.into_iter().map(|e| e.message).collect();
+                let mut e = primary;
+                e.message = format!("{} (mirrors failed too: {})", e.message, mirrors.join("; "));
+                e
+            });
+        }
+    }
+    Err(combine_failures(reference, failures))
+}
+
+/// Opens one location and resolves the image there (or finds it already stored).
+async fn try_location(
+    store: &Arc<Store>,
+    access: &AccessContext,
+    parsed: &Reference,
+    location: &Location,
+    platform: &Platform,
+    progress: &ProgressSink,
+    cancel: &CancelFlag,
+) -> Result<Located> {
+    let name = parsed.storage_name();
     let source = Arc::new(tokio::select! {
-        s = Source::open(&parsed, &source_opts) => s?,
+        s = access.open(location, platform) => s?,
         _ = cancel.cancelled() => return Err(Error::cancelled()),
     });
 
@@ -171,32 +287,20 @@ pub async fn pull(
                 "{name}: {top} is already in the store as image {}",
                 img.id
             ));
-            report_present_blobs(&store, &img.id, &progress).await;
-            return add_name(&store, &img.id, &name).await;
+            report_present_blobs(store, &img.id, progress).await;
+            return add_name(store, &img.id, &name).await.map(Located::Warm);
         }
     }
 
     let resolved = tokio::select! {
-        r = source.resolve() => r?,
+        r = source.resolve() => r.map_err(|e| access.explain(e, &source, location))?,
         _ = cancel.cancelled() => return Err(Error::cancelled()),
     };
-    crate::log::debug(format!(
-        "{name}: manifest {} config {} with {} layers",
-        resolved.manifest_digest,
-        resolved.config_digest,
-        resolved.layers.len()
-    ));
-    fetch_layers(&store, &source, &resolved, opts, &progress, &cancel).await?;
-    cancel.check()?;
-    progress.send(Progress::Config {
-        digest: resolved.config_digest.clone(),
-    });
-    progress.send(Progress::Committing {
-        reference: parsed.to_string(),
-    });
-    let new = new_image(&parsed, &resolved)?;
-    let s = store.clone();
-    blocking(move || s.commit_image(new)).await
+    Ok(Located::Resolved(
+        parsed.clone(),
+        source,
+        Box::new(resolved),
+    ))
 }
 
 async fn add_name(store: &Arc<Store>, id: &str, name: &str) -> Result<ImageInfo> {

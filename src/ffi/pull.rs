@@ -3,11 +3,13 @@
 use super::image::{cimage_image, image_handle};
 use super::store::cimage_store;
 use super::{boundary, cimage_error, getter, handle, str_arg};
+use crate::config::auth::Credential;
 use crate::error::{Error, Status};
 use crate::pull::{Progress, ProgressSink, PullOptions, PullPolicy};
 use crate::registry::Platform;
 use crate::runtime::{run_blocking, CancelFlag};
 use std::ffi::{c_char, c_void, CString};
+use std::path::PathBuf;
 
 /// Pull policy: ask the registry, fetch what is missing (default).
 pub const CIMAGE_PULL_POLICY_ALWAYS: i32 = 0;
@@ -76,8 +78,9 @@ pub struct cimage_pull_options {
     cancel: Option<CancelFlag>,
 }
 
-/// New pull options: TLS verified, host platform, policy ALWAYS, no callback. Never NULL; free with
-/// `cimage_pull_options_free`.
+/// New pull options: host platform, policy ALWAYS, no callback; TLS, credentials, registries and
+/// signature policy as the configuration files say (README, "Registry configuration"). Never
+/// NULL; free with `cimage_pull_options_free`.
 #[unsafe(no_mangle)]
 pub extern "C" fn cimage_pull_options_new() -> *mut cimage_pull_options {
     Box::into_raw(Box::new(cimage_pull_options {
@@ -100,8 +103,10 @@ unsafe fn opts_mut<'a>(
     unsafe { opts.as_mut() }.ok_or_else(|| Error::new(Status::NullArgument, "options is NULL"))
 }
 
-/// Whether to verify TLS (default true). With false the registry is reached over plain HTTP.
-/// Errors: NULL_ARGUMENT.
+/// Whether to verify TLS for every registry of the pull. Not calling it: verified, except for
+/// registries that registries.conf marks `insecure = true`. false: certificates are not checked
+/// and plain HTTP is used when HTTPS cannot be spoken; true: verified even where
+/// registries.conf says insecure. Errors: NULL_ARGUMENT.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cimage_pull_options_set_tls_verify(
     opts: *mut cimage_pull_options,
@@ -109,7 +114,153 @@ pub unsafe extern "C" fn cimage_pull_options_set_tls_verify(
     err: *mut *mut cimage_error,
 ) -> Status {
     boundary(err, || {
-        unsafe { opts_mut(opts) }?.opts.tls_verify = verify;
+        unsafe { opts_mut(opts) }?.opts.access.tls_verify = Some(verify);
+        Ok(())
+    })
+}
+
+/// An optional path argument: NULL → None (the default), "" → INVALID_ARGUMENT.
+unsafe fn path_arg(p: *const c_char, what: &str) -> crate::Result<Option<PathBuf>> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    let s = unsafe { str_arg(p, what) }?;
+    if s.is_empty() {
+        return Err(Error::invalid(format!(
+            "{what} is empty (pass NULL for the default)"
+        )));
+    }
+    Ok(Some(PathBuf::from(s)))
+}
+
+/// Username and password for every registry of the pull (as skopeo's `--creds`); no auth file
+/// or credential helper is consulted then. The registry's token service receives them when it
+/// asks for a bearer token; a refused password fails the pull with AUTH_FAILED. A NULL
+/// `username` clears them. Errors: NULL_ARGUMENT (`opts`, or `password` with a username),
+/// INVALID_ARGUMENT (empty username).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cimage_pull_options_set_credentials(
+    opts: *mut cimage_pull_options,
+    username: *const c_char,
+    password: *const c_char,
+    err: *mut *mut cimage_error,
+) -> Status {
+    boundary(err, || {
+        let o = unsafe { opts_mut(opts) }?;
+        if username.is_null() {
+            o.opts.access.credentials = None;
+            return Ok(());
+        }
+        let username = unsafe { str_arg(username, "username") }?;
+        let password = unsafe { str_arg(password, "password") }?;
+        if username.is_empty() {
+            return Err(Error::invalid("username is empty"));
+        }
+        o.opts.access.credentials = Some(Credential::Basic {
+            username: username.to_string(),
+            password: password.to_string(),
+        });
+        Ok(())
+    })
+}
+
+/// The auth file (containers-auth.json(5) format) to read credentials from, instead of
+/// $REGISTRY_AUTH_FILE, ${XDG_RUNTIME_DIR}/containers/auth.json, ~/.config/containers/auth.json,
+/// ~/.docker/config.json and ~/.dockercfg. It must exist. NULL restores the default.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cimage_pull_options_set_auth_file(
+    opts: *mut cimage_pull_options,
+    path: *const c_char,
+    err: *mut *mut cimage_error,
+) -> Status {
+    boundary(err, || {
+        let o = unsafe { opts_mut(opts) }?;
+        o.opts.access.auth_file = unsafe { path_arg(path, "auth file path") }?;
+        Ok(())
+    })
+}
+
+/// The registries.conf to read, instead of $CONTAINERS_REGISTRIES_CONF,
+/// ~/.config/containers/registries.conf or /etc/containers/registries.conf. It must exist.
+/// Drop-in directories are still read unless `cimage_pull_options_set_registries_conf_dir`
+/// names one. NULL restores the default. Errors: NULL_ARGUMENT, INVALID_ARGUMENT.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cimage_pull_options_set_registries_conf(
+    opts: *mut cimage_pull_options,
+    path: *const c_char,
+    err: *mut *mut cimage_error,
+) -> Status {
+    boundary(err, || {
+        let o = unsafe { opts_mut(opts) }?;
+        o.opts.access.registries_conf = unsafe { path_arg(path, "registries.conf path") }?;
+        Ok(())
+    })
+}
+
+/// The only registries.conf.d drop-in directory to read (its `*.conf` files, in name order),
+/// instead of /etc/containers/registries.conf.d and ~/.config/containers/registries.conf.d.
+/// A missing directory has no drop-ins. NULL restores the default.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cimage_pull_options_set_registries_conf_dir(
+    opts: *mut cimage_pull_options,
+    dir: *const c_char,
+    err: *mut *mut cimage_error,
+) -> Status {
+    boundary(err, || {
+        let o = unsafe { opts_mut(opts) }?;
+        o.opts.access.registries_conf_dir = unsafe { path_arg(dir, "drop-in directory") }?;
+        Ok(())
+    })
+}
+
+/// The signature policy (containers-policy.json(5)) to apply, instead of
+/// ~/.config/containers/policy.json or /etc/containers/policy.json. It must exist. A policy
+/// that rejects the image, or requires signatures (which this version cannot verify), fails the
+/// pull with POLICY_REJECTED. NULL restores the default. Errors: NULL_ARGUMENT, INVALID_ARGUMENT.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cimage_pull_options_set_policy_file(
+    opts: *mut cimage_pull_options,
+    path: *const c_char,
+    err: *mut *mut cimage_error,
+) -> Status {
+    boundary(err, || {
+        let o = unsafe { opts_mut(opts) }?;
+        o.opts.access.signature_policy = unsafe { path_arg(path, "policy path") }?;
+        Ok(())
+    })
+}
+
+/// A directory of TLS files for every registry of the pull (as skopeo's `--cert-dir`): `*.crt`
+/// CA certificates trusted besides the system roots, `*.cert`/`*.key` client pairs (not presented
+/// by this version: a warning is logged). Replaces the certs.d lookup. NULL restores the default.
+/// Errors: NULL_ARGUMENT, INVALID_ARGUMENT.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cimage_pull_options_set_cert_dir(
+    opts: *mut cimage_pull_options,
+    dir: *const c_char,
+    err: *mut *mut cimage_error,
+) -> Status {
+    boundary(err, || {
+        let o = unsafe { opts_mut(opts) }?;
+        o.opts.access.cert_dir = unsafe { path_arg(dir, "certificate directory") }?;
+        Ok(())
+    })
+}
+
+/// A certs.d root: the TLS files of registry HOST[:PORT] are read from `dir/HOST[:PORT]/`
+/// instead of ~/.config/containers/certs.d, /etc/containers/certs.d and /etc/docker/certs.d.
+/// NULL restores the default. Errors: NULL_ARGUMENT, INVALID_ARGUMENT.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cimage_pull_options_set_certs_d(
+    opts: *mut cimage_pull_options,
+    dir: *const c_char,
+    err: *mut *mut cimage_error,
+) -> Status {
+    boundary(err, || {
+        let o = unsafe { opts_mut(opts) }?;
+        o.opts.access.certs_d = unsafe { path_arg(dir, "certs.d directory") }?;
         Ok(())
     })
 }
@@ -245,7 +396,14 @@ fn event_parts(p: &Progress) -> (i32, Option<&str>, Option<&str>, u64, u64) {
 ///
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (malformed reference), NOT_FOUND (platform, or policy
 /// NEVER), MANIFEST_UNKNOWN, NETWORK, AUTH_REQUIRED, AUTH_FAILED, REGISTRY, DIGEST_MISMATCH,
-/// UNSAFE_ARCHIVE (hostile layer: nothing is registered), UNSUPPORTED, NO_SPACE, CANCELLED, IO.
+/// UNSAFE_ARCHIVE (hostile layer: nothing is registered), UNSUPPORTED, NO_SPACE, CANCELLED, IO,
+/// POLICY_REJECTED (the signature policy refuses the image, or registries.conf blocks its
+/// registry), CONFIG (a malformed registries.conf, policy.json, auth file or certs.d directory).
+///
+/// A bare name without registry is resolved through registries.conf: an alias, else each
+/// unqualified-search registry in order (docker.io when none is configured); an ambiguous name in
+/// short-name-mode "enforcing" fails with INVALID_ARGUMENT naming the candidates. Mirrors are
+/// tried before the primary location; the image keeps the name the caller asked for.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cimage_store_pull(
     store: *mut cimage_store,

@@ -1,26 +1,21 @@
 //! Registry access through oci-client: manifests as raw bytes, blobs as streams, anonymous
 //! (bearer-token challenges included), and oci-client errors mapped to our statuses.
 
+use super::connect::Connection;
 use super::manifest::ACCEPTED_MANIFEST_TYPES;
 use super::reference::DockerRef;
 use super::BlobStream;
 use crate::digest;
 use crate::error::{Error, Result, Status};
 use futures_util::StreamExt;
-use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, RegistryOperation};
-use std::time::Duration;
-
-/// containers/image's dial timeout.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-const USER_AGENT: &str = concat!("cimage/", env!("CARGO_PKG_VERSION"));
+use oci_client::Client;
 
 /// What a request was for; decides what a 404 means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
+pub(super) enum Op {
     Ping,
     Manifest,
     Blob,
@@ -33,7 +28,8 @@ pub struct RegistrySource {
 }
 
 impl RegistrySource {
-    pub async fn open(reference: &DockerRef, tls_verify: bool) -> Result<RegistrySource> {
+    /// Opens the image at `reference`, reached as `connection` says (TLS, credentials).
+    pub async fn open(reference: &DockerRef, connection: &Connection) -> Result<RegistrySource> {
         let image = match &reference.digest {
             Some(d) => {
                 digest::validate(d)?;
@@ -52,33 +48,7 @@ impl RegistrySource {
                     .unwrap_or_else(|| "latest".to_string()),
             ),
         };
-        let client = if tls_verify {
-            let client = build_client(ClientProtocol::Https, false)?;
-            // oci-client only fetches tokens for registries with stored credentials; blob
-            // requests do not store them themselves.
-            client
-                .store_auth_if_needed(image.resolve_registry(), &RegistryAuth::Anonymous)
-                .await;
-            client
-        } else {
-            // As containers/image: HTTPS without certificate checks first, plain HTTP when
-            // HTTPS cannot even be spoken. The ping also fetches the anonymous token.
-            let https = build_client(ClientProtocol::Https, true)?;
-            match https
-                .auth(&image, &RegistryAuth::Anonymous, RegistryOperation::Pull)
-                .await
-            {
-                Ok(_) => https,
-                Err(OciDistributionError::RequestError(e)) if e.status().is_none() => {
-                    let http = build_client(ClientProtocol::Http, false)?;
-                    http.auth(&image, &RegistryAuth::Anonymous, RegistryOperation::Pull)
-                        .await
-                        .map_err(|e| map_error(e, Op::Ping))?;
-                    http
-                }
-                Err(e) => return Err(map_error(e, Op::Ping)),
-            }
-        };
+        let client = super::connect::connect(&image, connection).await?;
         Ok(RegistrySource { client, image })
     }
 
@@ -140,20 +110,6 @@ impl RegistrySource {
             sized.stream.map(|item| item.map_err(map_body_error)),
         ))
     }
-}
-
-fn build_client(protocol: ClientProtocol, accept_invalid_certificates: bool) -> Result<Client> {
-    let config = ClientConfig {
-        protocol,
-        accept_invalid_certificates,
-        // We choose platforms ourselves from the raw index.
-        platform_resolver: None,
-        connect_timeout: Some(CONNECT_TIMEOUT),
-        user_agent: USER_AGENT,
-        ..Default::default()
-    };
-    Client::try_from(config)
-        .map_err(|e| map_error(e, Op::Ping).context("creating the registry client"))
 }
 
 /// Errors inside a blob body: oci-client's own digest check, or the connection.
@@ -249,7 +205,7 @@ fn wire_code(code: &OciErrorCode) -> String {
         .unwrap_or_else(|_| format!("{code:?}"))
 }
 
-fn map_error(err: OciDistributionError, op: Op) -> Error {
+pub(super) fn map_error(err: OciDistributionError, op: Op) -> Error {
     use OciDistributionError as E;
     match err {
         E::RequestError(e) => {

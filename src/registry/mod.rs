@@ -5,19 +5,25 @@
 //! Flow for a pull: `parse_reference` → `Source::open` → `top_digest` (warm check) →
 //! `resolve` (manifest, config, layer list) → `blob` for each layer.
 
+pub mod access;
+mod connect;
 mod docker;
 mod layout;
 pub mod manifest;
 mod platform;
 mod reference;
+pub mod resolve;
 mod verify;
 
+pub use access::{AccessContext, AccessOptions};
+pub use connect::Connection;
 pub use docker::RegistrySource;
 pub use layout::LayoutSource;
 pub use platform::Platform;
 pub use reference::{
     is_valid_repository, is_valid_tag, parse_reference, DockerRef, LayoutRef, Reference,
 };
+pub use resolve::has_registry;
 
 use crate::digest;
 use crate::error::{Error, Result, Status};
@@ -83,10 +89,23 @@ pub struct SourceContext {
     name: String,
     pinned_digest: Option<String>,
     platform: Platform,
+    /// Where the credentials presented to the registry came from; None: anonymous.
+    credential_source: Option<String>,
 }
 
 impl Source {
+    /// Opens `reference`: anonymously, TLS per `opts.tls_verify` with the system roots.
     pub async fn open(reference: &Reference, opts: &SourceOptions) -> Result<Source> {
+        Source::open_at(reference, opts, &Connection::anonymous(opts.tls_verify)).await
+    }
+
+    /// Opens `reference`, reaching a registry as `connection` says (TLS files, insecure,
+    /// credentials); `opts.tls_verify` is then not used.
+    pub async fn open_at(
+        reference: &Reference,
+        opts: &SourceOptions,
+        connection: &Connection,
+    ) -> Result<Source> {
         let context = SourceContext {
             name: reference.to_string(),
             pinned_digest: match reference {
@@ -94,9 +113,10 @@ impl Source {
                 Reference::Layout(_) => None,
             },
             platform: opts.platform.clone(),
+            credential_source: connection.credential.as_ref().map(|f| f.source.clone()),
         };
         let opened = match reference {
-            Reference::Docker(r) => RegistrySource::open(r, opts.tls_verify)
+            Reference::Docker(r) => RegistrySource::open(r, connection)
                 .await
                 .map(|s| Source::Registry(s, context)),
             Reference::Layout(r) => LayoutSource::open(r).map(|s| Source::Layout(s, context)),
@@ -113,6 +133,11 @@ impl Source {
     /// The reference in transport form.
     pub fn name(&self) -> &str {
         &self.context().name
+    }
+
+    /// Where the credentials presented came from; None: anonymous.
+    pub fn credential_source(&self) -> Option<&str> {
+        self.context().credential_source.as_deref()
     }
 
     /// Documents that do not parse are the registry's fault, or the caller's for a layout.
