@@ -141,20 +141,27 @@ fn go_package_passes_vet_and_race_tests() {
     );
 }
 
-/// Builds cmd/goimagego (once per process).
-fn goimagego() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let out = work_dir().join("goimagego");
+/// Builds cmd/goimagego and examples/quickstart (once per process) into one directory.
+fn go_binaries() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = work_dir().join("go-bin");
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = format!("{}/", dir.display());
         run_ok(&mut go(&[
             "build",
             "-race",
             "-o",
-            out.to_str().unwrap(),
+            &out,
             "./cmd/goimagego",
+            "./examples/quickstart",
         ]));
-        out
+        dir
     })
+}
+
+fn goimagego() -> PathBuf {
+    go_binaries().join("goimagego")
 }
 
 /// `goimagego -d D -r R -R RR ARGS…`
@@ -367,4 +374,32 @@ fn goimagego_runs_the_seed_flow() {
     port_ok(&store, &["pull", "--tls-verify=false", &reference]);
     assert_eq!(port_ok(&store, &["--json", "wipe"]).stdout, "{}\n");
     assert_eq!(same_json(&store, &["layers"]), serde_json::json!([]));
+}
+
+#[test]
+fn go_quickstart_runs_and_is_the_readmes() {
+    let Some((fx, reg)) = prerequisites() else {
+        return;
+    };
+    let source = std::fs::read_to_string(go_dir().join("examples/quickstart/main.go")).unwrap();
+    let readme = std::fs::read_to_string(repo_dir().join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("```go\n{source}```")),
+        "README.md's Go quick start is not c-examples/go/examples/quickstart/main.go"
+    );
+    let store = Store::new("overlay");
+    let r = run_ok(
+        Command::new(go_binaries().join("quickstart"))
+            .arg(reg.image_ref("fixture"))
+            .arg(&store.root)
+            .arg(&store.run_root),
+    );
+    assert!(
+        r.stdout.contains(&format!("pulled {}", fx.id("fixture")))
+            && r.stdout.contains("container deleted: true"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(store.containers(), Vec::<Value>::new());
+    assert_eq!(store.images().len(), 1, "the image stays");
 }

@@ -186,3 +186,32 @@ fn python_failing_calls_raise_with_their_status() {
     assert_eq!(out["closed"]["raised"], "ValueError", "{out:#}");
     assert_store_consistent(&store, "after the failing Python calls");
 }
+
+#[test]
+fn python_quickstart_runs_and_is_the_readmes() {
+    let Some((fx, reg)) = prerequisites() else {
+        return;
+    };
+    let source = std::fs::read_to_string(python_dir().join("quickstart.py")).unwrap();
+    let readme = std::fs::read_to_string(repo_dir().join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("```python\n{source}```")),
+        "README.md's Python quick start is not c-examples/python/quickstart.py"
+    );
+    let store = Store::new("overlay");
+    let r = run_ok(
+        Command::new("python3")
+            .arg(python_dir().join("quickstart.py"))
+            .arg(reg.image_ref("fixture"))
+            .arg(&store.root)
+            .arg(&store.run_root)
+            .env("CIMAGE_LIBRARY", target_dir().join("debug/libcimage.so")),
+    );
+    assert!(
+        r.stdout.contains(&format!("pulled {}", fx.id("fixture")))
+            && r.stdout.contains("container deleted: True"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(store.containers(), Vec::<Value>::new());
+}
