@@ -18,6 +18,8 @@
 #   include/cimage.h
 
 CARGO ?= cargo
+# Extra cargo flags, e.g. CARGOFLAGS=--locked.
+CARGOFLAGS ?=
 PROFILE ?= release
 PREFIX ?= /usr/local
 EXEC_PREFIX ?= $(PREFIX)
@@ -61,12 +63,12 @@ all: build
 build: shared static pc
 
 shared:
-	$(CARGO) build --lib $(CARGO_PROFILE)
+	$(CARGO) build --lib $(CARGO_PROFILE) $(CARGOFLAGS)
 
 # The static library is built on demand instead of through Cargo.toml's crate-type, so that
 # ordinary `cargo build`s do not pay for it. Its artefacts are cached apart from the cdylib's.
 static:
-	$(CARGO) rustc --lib $(CARGO_PROFILE) --crate-type staticlib
+	$(CARGO) rustc --lib $(CARGO_PROFILE) $(CARGOFLAGS) --crate-type staticlib
 
 pc:
 	@test -n "$(VERSION)" || { echo "make: no version found in Cargo.toml" >&2; exit 1; }

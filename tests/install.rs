@@ -3,7 +3,8 @@
 //! a C program builds with nothing but `pkg-config --cflags --libs cimage` (with
 //! PKG_CONFIG_SYSROOT_DIR) and runs against the installed library; statically too, with
 //! `pkg-config --static`; `readelf -d` shows the SONAME; every exported symbol has the cimage_
-//! prefix; `make uninstall` removes it all.
+//! prefix; the Go package builds against it with `-tags cimage_pkgconfig`; `make uninstall`
+//! removes it all.
 
 mod common;
 
@@ -91,17 +92,21 @@ fn make_install_gives_a_c_library_with_pkg_config() {
     let scratch = tempfile::tempdir().unwrap();
     let dest = scratch.path().join("dest");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // CI builds with --locked (as tests/common's cimagectl() does).
+    let locked = std::env::var_os("CI").is_some();
     let make = |target: &str| {
         // The debug build: the other tests have built it already (only the static library is new).
-        run_ok(
-            Command::new("make")
-                .arg("-C")
-                .arg(repo_dir())
-                .arg(target)
-                .arg(format!("DESTDIR={}", dest.display()))
-                .args(["PREFIX=/usr", "PROFILE=debug"])
-                .arg(format!("CARGO={cargo}")),
-        )
+        let mut cmd = Command::new("make");
+        cmd.arg("-C")
+            .arg(repo_dir())
+            .arg(target)
+            .arg(format!("DESTDIR={}", dest.display()))
+            .args(["PREFIX=/usr", "PROFILE=debug"])
+            .arg(format!("CARGO={cargo}"));
+        if locked {
+            cmd.arg("CARGOFLAGS=--locked");
+        }
+        run_ok(&mut cmd)
     };
     make("install");
 
@@ -221,6 +226,42 @@ fn make_install_gives_a_c_library_with_pkg_config() {
     );
     let ran = run_ok(Command::new(&static_program).arg(scratch.path().join("store-static")));
     assert!(ran.stdout.contains("lookup: NOT_FOUND"), "{}", ran.stdout);
+
+    // The Go package against the installed library, its flags from pkg-config (the build tag).
+    if have_tool("go") {
+        let goimagego = scratch.path().join("goimagego");
+        run_ok(
+            Command::new("go")
+                .current_dir(repo_dir().join("c-examples/go"))
+                .args(["build", "-tags", "cimage_pkgconfig", "-o"])
+                .arg(&goimagego)
+                .arg("./cmd/goimagego")
+                .env("PKG_CONFIG_PATH", lib.join("pkgconfig"))
+                .env("PKG_CONFIG_SYSROOT_DIR", &dest)
+                .env_remove("PKG_CONFIG_LIBDIR")
+                .env_remove("CGO_CFLAGS")
+                .env_remove("CGO_LDFLAGS")
+                .env("GOPROXY", "off"),
+        );
+        let needed = run_ok(Command::new("readelf").arg("-d").arg(&goimagego)).stdout;
+        assert!(
+            needed.contains(&format!("Shared library: [{soname}]")),
+            "goimagego does not ask for {soname}:\n{needed}"
+        );
+        let go_store = scratch.path().join("go-store");
+        let listed = run_ok(
+            Command::new(&goimagego)
+                .args(["-d", "vfs", "-r"])
+                .arg(go_store.join("root"))
+                .arg("-R")
+                .arg(go_store.join("run"))
+                .args(["--json", "images"])
+                .env("LD_LIBRARY_PATH", &lib),
+        );
+        assert_eq!(listed.stdout, "[]\n");
+    } else {
+        skip("go is missing: the cimage_pkgconfig build of the Go package is not checked");
+    }
 
     make("uninstall");
     for file in [
