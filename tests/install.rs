@@ -239,7 +239,13 @@ fn make_install_gives_a_c_library_with_pkg_config() {
                 .env("PKG_CONFIG_PATH", lib.join("pkgconfig"))
                 .env("PKG_CONFIG_SYSROOT_DIR", &dest)
                 .env_remove("PKG_CONFIG_LIBDIR")
-                .env_remove("CGO_CFLAGS")
+                // Go's build cache keys a cgo package on its cgo flags but not on what pkg-config
+                // answers (Go 1.19): without a flag naming this DESTDIR, a package cached by an
+                // earlier run would link with that run's -L. The define changes nothing else.
+                .env(
+                    "CGO_CFLAGS",
+                    format!("-DCIMAGE_INSTALL_TEST={}", dest.display()),
+                )
                 .env_remove("CGO_LDFLAGS")
                 .env("GOPROXY", "off"),
         );
