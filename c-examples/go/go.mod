@@ -1,0 +1,3 @@
+module example.com/cimage
+
+go 1.19
