@@ -8,12 +8,15 @@
 use crate::config::storage::DriverKind;
 use crate::digest;
 use crate::error::{Error, Result, ResultExt, Status};
+use crate::registry::retry::{human_duration, RequestPolicy, RetryPolicy, DEFAULT_STALL};
 use crate::registry::{self, BlobDesc, Platform, Reference, ResolvedImage, Source, SourceOptions};
 use crate::runtime::CancelFlag;
+use crate::store::lock::LockGuard;
 use crate::store::{layer_id_for, BigData, ImageInfo, NewImage, NewLayer, StagingDir, Store};
 use crate::unpack::{self, compression, ApplyOptions};
 use futures_util::StreamExt;
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +41,13 @@ pub struct PullOptions {
     pub policy: PullPolicy,
     /// Layers fetched at once.
     pub parallel_layers: usize,
+    /// No byte from the registry for this long ends a request with TIMEOUT (a blob that was
+    /// arriving is resumed once more first).
+    pub stall_timeout: Duration,
+    /// The whole pull must end within this, else TIMEOUT. None: no limit.
+    pub deadline: Option<Duration>,
+    /// Retries of transient request failures.
+    pub retry: RetryPolicy,
 }
 
 impl Default for PullOptions {
@@ -47,6 +57,9 @@ impl Default for PullOptions {
             platform: None,
             policy: PullPolicy::Always,
             parallel_layers: 3,
+            stall_timeout: DEFAULT_STALL,
+            deadline: None,
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -108,8 +121,45 @@ impl ProgressSink {
     }
 }
 
-/// Pulls `reference` into `store`.
+/// Pulls `reference` into `store`. A failed, cancelled or timed-out pull leaves no partial
+/// layer, no staging directory and no held lock.
 pub async fn pull(
+    store: Arc<Store>,
+    reference: &str,
+    opts: &PullOptions,
+    progress: ProgressSink,
+    cancel: CancelFlag,
+) -> Result<ImageInfo> {
+    let Some(limit) = opts.deadline else {
+        return pull_now(store, reference, opts, progress, cancel).await;
+    };
+    // The deadline cancels like the caller would, so the same clean-up runs; only the status
+    // differs.
+    let inner = cancel.child();
+    let expired = Arc::new(AtomicBool::new(false));
+    let timer = {
+        let (inner, expired) = (inner.clone(), expired.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            expired.store(true, Ordering::SeqCst);
+            inner.cancel();
+        })
+    };
+    let result = pull_now(store, reference, opts, progress, inner).await;
+    timer.abort();
+    match result {
+        Err(_) if expired.load(Ordering::SeqCst) && !cancel.is_cancelled() => Err(Error::new(
+            Status::Timeout,
+            format!(
+                "the pull did not finish within its deadline of {}",
+                human_duration(limit)
+            ),
+        )),
+        other => other,
+    }
+}
+
+async fn pull_now(
     store: Arc<Store>,
     reference: &str,
     opts: &PullOptions,
@@ -147,10 +197,14 @@ pub async fn pull(
         tls_verify: opts.tls_verify,
         platform: opts.platform.clone().unwrap_or_else(Platform::host),
     };
-    let source = Arc::new(tokio::select! {
-        s = Source::open(&parsed, &source_opts) => s?,
-        _ = cancel.cancelled() => return Err(Error::cancelled()),
-    });
+    let requests = request_policy(opts, &progress, &cancel);
+    let mut source = requests
+        .run("opening the registry", "", || {
+            Source::open(&parsed, &source_opts)
+        })
+        .await?;
+    source.set_request_policy(requests);
+    let source = Arc::new(source);
 
     // Warm pull: the reference still points at what we have; only add the name.
     let top = tokio::select! {
@@ -197,6 +251,32 @@ pub async fn pull(
     let new = new_image(&parsed, &resolved)?;
     let s = store.clone();
     blocking(move || s.commit_image(new)).await
+}
+
+/// Retries as the options say, every wait bounded by the stall limit and the cancel flag, and
+/// each retry reported as a RETRYING event.
+fn request_policy(
+    opts: &PullOptions,
+    progress: &ProgressSink,
+    cancel: &CancelFlag,
+) -> RequestPolicy {
+    let sink = progress.clone();
+    RequestPolicy {
+        retry: opts.retry,
+        stall: opts.stall_timeout,
+        cancel: cancel.clone(),
+        on_retry: Some(Arc::new(move |n: &registry::retry::RetryNotice| {
+            sink.send(Progress::Retrying {
+                digest: n.digest.clone(),
+                message: format!(
+                    "retry {} in {}: {}",
+                    n.retry,
+                    human_duration(n.delay),
+                    n.error.message
+                ),
+            })
+        })),
+    }
 }
 
 async fn add_name(store: &Arc<Store>, id: &str, name: &str) -> Result<ImageInfo> {
@@ -409,10 +489,13 @@ async fn fetch_layers(
                 )
                 .await;
                 if let Err(e) = &r {
-                    progress.send(Progress::Failed {
-                        digest: desc.digest.clone(),
-                        message: e.message.clone(),
-                    });
+                    // A layer stopped because another one failed is not a failure of its own.
+                    if e.status != Status::Cancelled {
+                        progress.send(Progress::Failed {
+                            digest: desc.digest.clone(),
+                            message: e.message.clone(),
+                        });
+                    }
                     abort.cancel();
                 }
                 r
@@ -421,9 +504,10 @@ async fn fetch_layers(
         handles.push(tokio::spawn(task));
         if parallel == 1 {
             // vfs: a layer starts from its parent's committed tree, so fetch and commit in order.
-            let h = handles.pop().unwrap();
-            let (staging, new) = join(h).await?;
-            commit(store, staging, new, &layer.desc, progress).await?;
+            if let Some(h) = handles.pop() {
+                let fetched = join(h).await?;
+                commit(store, fetched, &layer.desc, progress).await?;
+            }
         }
     }
     let mut first_err: Option<Error> = None;
@@ -431,14 +515,14 @@ async fn fetch_layers(
     for (h, layer) in handles.into_iter().zip(plan.iter()) {
         let r = join(h).await;
         match r {
-            Ok((staging, new)) if committed_ok && first_err.is_none() => {
-                if let Err(e) = commit(store, staging, new, &layer.desc, progress).await {
+            Ok(fetched) if committed_ok && first_err.is_none() => {
+                if let Err(e) = commit(store, fetched, &layer.desc, progress).await {
                     abort.cancel();
                     committed_ok = false;
                     first_err = Some(e);
                 }
             }
-            Ok(_) => {} // dropped: its staging directory goes away
+            Ok(_) => {} // dropped: its staging directory goes away, its blob lock is released
             Err(e) => {
                 if first_err
                     .as_ref()
@@ -461,25 +545,75 @@ async fn fetch_layers(
     }
 }
 
-async fn join(
-    h: tokio::task::JoinHandle<Result<(StagingDir, NewLayer)>>,
-) -> Result<(StagingDir, NewLayer)> {
+/// What fetching one layer produced.
+enum Fetched {
+    /// Extracted and checked, waiting to be committed; the blob's lock is held until then.
+    Staged {
+        staging: StagingDir,
+        new: NewLayer,
+        _blob_lock: LockGuard,
+    },
+    /// Another process (or pull) committed the layer while we waited for the blob's lock.
+    Present,
+}
+
+async fn join(h: tokio::task::JoinHandle<Result<Fetched>>) -> Result<Fetched> {
     joined(h.await)
 }
 
 async fn commit(
     store: &Arc<Store>,
-    staging: StagingDir,
-    new: NewLayer,
+    fetched: Fetched,
     desc: &BlobDesc,
     progress: &ProgressSink,
 ) -> Result<()> {
-    let s = store.clone();
-    blocking(move || s.commit_layer(new, &staging)).await?;
-    progress.send(Progress::Done {
-        digest: desc.digest.clone(),
-    });
+    match fetched {
+        Fetched::Staged {
+            staging,
+            new,
+            _blob_lock,
+        } => {
+            let s = store.clone();
+            blocking(move || {
+                s.commit_layer(new, &staging)?;
+                // The lock goes only once the layer is in the store: a waiting process then
+                // finds it there.
+                drop(_blob_lock);
+                Ok(())
+            })
+            .await?;
+            progress.send(Progress::Done {
+                digest: desc.digest.clone(),
+            });
+        }
+        Fetched::Present => progress.send(Progress::Skipped {
+            digest: desc.digest.clone(),
+        }),
+    }
     Ok(())
+}
+
+/// Waits for the blob's per-digest lock (another process may be fetching the same blob),
+/// polling so that a cancel or the deadline still ends the wait.
+async fn lock_blob(store: &Arc<Store>, digest: &str, abort: &CancelFlag) -> Result<LockGuard> {
+    let mut logged = false;
+    loop {
+        let s = store.clone();
+        let d = digest.to_string();
+        if let Some(guard) = blocking(move || s.try_lock_blob(&d)).await? {
+            return Ok(guard);
+        }
+        if !logged {
+            crate::log::debug(format!(
+                "blob {digest} is being fetched by another pull; waiting for it"
+            ));
+            logged = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = abort.cancelled() => return Err(Error::cancelled()),
+        }
+    }
 }
 
 /// Streams one blob into a staging directory: download → verify → decompress → extract.
@@ -493,7 +627,13 @@ async fn fetch_one(
     diff_id: &str,
     progress: &ProgressSink,
     abort: &CancelFlag,
-) -> Result<(StagingDir, NewLayer)> {
+) -> Result<Fetched> {
+    let blob_lock = lock_blob(store, &desc.digest, abort).await?;
+    let s = store.clone();
+    let i = id.to_string();
+    if blocking(move || s.has_layer(&i)).await? {
+        return Ok(Fetched::Present);
+    }
     let s = store.clone();
     let parent_owned = parent.map(String::from);
     let staging = blocking(move || {
@@ -566,6 +706,9 @@ async fn fetch_one(
         done,
         total,
     });
+    progress.send(Progress::Extracting {
+        digest: desc.digest.clone(),
+    });
     let (stats, compression) = joined(extract.await)?;
     progress.send(Progress::Verifying {
         digest: desc.digest.clone(),
@@ -591,7 +734,11 @@ async fn fetch_one(
         uids: stats.uids,
         gids: stats.gids,
     };
-    Ok((staging, new))
+    Ok(Fetched::Staged {
+        staging,
+        new,
+        _blob_lock: blob_lock,
+    })
 }
 
 /// Reads the chunks the download pump sends; errors (digest mismatch, cancel) surface as read errors.
