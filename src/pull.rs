@@ -114,7 +114,7 @@ impl ProgressSink {
     pub fn none() -> ProgressSink {
         ProgressSink(None)
     }
-    fn send(&self, p: Progress) {
+    pub(crate) fn send(&self, p: Progress) {
         if let Some(tx) = &self.0 {
             let _ = tx.send(p);
         }
@@ -130,11 +130,26 @@ pub async fn pull(
     progress: ProgressSink,
     cancel: CancelFlag,
 ) -> Result<ImageInfo> {
-    let Some(limit) = opts.deadline else {
-        return pull_now(store, reference, opts, progress, cancel).await;
+    with_deadline(opts.deadline, &cancel, "the pull", |cancel| {
+        pull_now(store, reference, opts, progress, cancel)
+    })
+    .await
+}
+
+/// Runs `work` with a cancel flag that also fires at the deadline. The deadline cancels the way
+/// the caller would, so the same clean-up runs; only the status differs (TIMEOUT).
+pub(crate) async fn with_deadline<T, Fut>(
+    deadline: Option<Duration>,
+    cancel: &CancelFlag,
+    what: &str,
+    work: impl FnOnce(CancelFlag) -> Fut,
+) -> Result<T>
+where
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let Some(limit) = deadline else {
+        return work(cancel.clone()).await;
     };
-    // The deadline cancels like the caller would, so the same clean-up runs; only the status
-    // differs.
     let inner = cancel.child();
     let expired = Arc::new(AtomicBool::new(false));
     let timer = {
@@ -145,18 +160,40 @@ pub async fn pull(
             inner.cancel();
         })
     };
-    let result = pull_now(store, reference, opts, progress, inner).await;
+    let result = work(inner).await;
     timer.abort();
     match result {
         Err(_) if expired.load(Ordering::SeqCst) && !cancel.is_cancelled() => Err(Error::new(
             Status::Timeout,
             format!(
-                "the pull did not finish within its deadline of {}",
+                "{what} did not finish within its deadline of {}",
                 human_duration(limit)
             ),
         )),
         other => other,
     }
+}
+
+/// Opens the reference's source with the options' TLS setting, platform and request policy
+/// (retrying a registry that is briefly unreachable).
+pub(crate) async fn open_source(
+    parsed: &Reference,
+    opts: &PullOptions,
+    progress: &ProgressSink,
+    cancel: &CancelFlag,
+) -> Result<Source> {
+    let source_opts = SourceOptions {
+        tls_verify: opts.tls_verify,
+        platform: opts.platform.clone().unwrap_or_else(Platform::host),
+    };
+    let requests = request_policy(opts, progress, cancel);
+    let mut source = requests
+        .run("opening the registry", "", || {
+            Source::open(parsed, &source_opts)
+        })
+        .await?;
+    source.set_request_policy(requests);
+    Ok(source)
 }
 
 async fn pull_now(
@@ -193,18 +230,7 @@ async fn pull_now(
     progress.send(Progress::Resolving {
         reference: parsed.to_string(),
     });
-    let source_opts = SourceOptions {
-        tls_verify: opts.tls_verify,
-        platform: opts.platform.clone().unwrap_or_else(Platform::host),
-    };
-    let requests = request_policy(opts, &progress, &cancel);
-    let mut source = requests
-        .run("opening the registry", "", || {
-            Source::open(&parsed, &source_opts)
-        })
-        .await?;
-    source.set_request_policy(requests);
-    let source = Arc::new(source);
+    let source = Arc::new(open_source(&parsed, opts, &progress, &cancel).await?);
 
     // Warm pull: the reference still points at what we have; only add the name.
     let top = tokio::select! {
