@@ -703,6 +703,7 @@ async fn fetch_one(
     let total = desc.size.max(0) as u64;
     let mut done = 0u64;
     let mut last = Instant::now() - Duration::from_secs(1);
+    let mut extractor_quit = false;
     let pump: Result<()> = async {
         while let Some(chunk) = stream.next().await {
             abort.check()?;
@@ -717,13 +718,14 @@ async fn fetch_one(
                 });
             }
             if tx.send(Ok(chunk)).await.is_err() {
-                break; // the extractor stopped; its error tells why
+                extractor_quit = true; // its error tells why
+                break;
             }
         }
         Ok(())
     }
     .await;
-    if let Err(e) = pump {
+    if let Err(e) = &pump {
         let _ = tx.send(Err(e.clone())).await;
     }
     drop(tx);
@@ -735,7 +737,19 @@ async fn fetch_one(
     progress.send(Progress::Extracting {
         digest: desc.digest.clone(),
     });
-    let (stats, compression) = joined(extract.await)?;
+    let (stats, compression) = match joined(extract.await) {
+        Ok(r) => r,
+        // The download failed (digest, network, stall, cancel): the extractor's complaint
+        // about the bytes it got (a bad gzip checksum, a short archive) is only a consequence.
+        Err(_) if pump.is_err() => return Err(pump.unwrap_err()),
+        Err(e) if extractor_quit && is_content_error(&e) => {
+            // Content the extractor refuses may simply not be the blob the manifest names (a
+            // corrupt gzip stream fails before its digest could be checked): read the rest to
+            // tell the two apart, and report the digest first.
+            return Err(digest_error_in_rest(&mut stream, abort).await.unwrap_or(e));
+        }
+        Err(e) => return Err(e),
+    };
     progress.send(Progress::Verifying {
         digest: desc.digest.clone(),
     });
@@ -765,6 +779,33 @@ async fn fetch_one(
         new,
         _blob_lock: blob_lock,
     })
+}
+
+/// An extraction error that bad bytes can cause (not a full disk, not a cancel).
+fn is_content_error(e: &Error) -> bool {
+    match e.status {
+        Status::UnsafeArchive | Status::InvalidArgument | Status::Unsupported => true,
+        Status::Io => e.os_errno == 0,
+        _ => false,
+    }
+}
+
+/// Reads the rest of a verified blob stream; its DIGEST_MISMATCH, if the blob has one.
+async fn digest_error_in_rest(
+    stream: &mut crate::registry::BlobStream,
+    abort: &CancelFlag,
+) -> Option<Error> {
+    while let Some(item) = stream.next().await {
+        if abort.is_cancelled() {
+            return None;
+        }
+        match item {
+            Ok(_) => {}
+            Err(e) if e.status == Status::DigestMismatch => return Some(e),
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 /// Reads the chunks the download pump sends; errors (digest mismatch, cancel) surface as read errors.
