@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use cimage::ffi::cimage_error;
 use cimage::ffi::error::*;
 use cimage::ffi::image::*;
+use cimage::ffi::inspect::*;
 use cimage::ffi::pull::*;
 use cimage::ffi::pull_op::*;
 use cimage::ffi::store::*;
@@ -483,5 +484,111 @@ fn freeing_a_running_pull_op_cancels_it_and_cleans_up() {
         assert_clean_after_cancel(&store, &image, "right after freeing a running pull_op");
         pull_again(&store, s, &reg, &image);
         cimage_store_free(s);
+    }
+}
+
+#[test]
+fn pull_op_functions_refuse_null_arguments() {
+    unsafe {
+        let mut op = ptr::null_mut();
+        let mut err = ptr::null_mut();
+        let reference = c("oci:/nonexistent");
+        let status = cimage_store_pull_start(
+            ptr::null_mut(),
+            reference.as_ptr(),
+            ptr::null(),
+            &mut op,
+            &mut err,
+        );
+        assert_eq!(status, Status::NullArgument);
+        assert!(op.is_null());
+        assert_eq!(take_status(err), Status::NullArgument);
+        let mut ev: *const cimage_progress = ptr::null();
+        assert_eq!(
+            cimage_pull_op_next_event(ptr::null_mut(), 0, &mut ev, ptr::null_mut()),
+            Status::NullArgument
+        );
+        assert!(ev.is_null());
+        assert_eq!(
+            cimage_pull_op_finish(ptr::null_mut(), ptr::null_mut(), ptr::null_mut()),
+            Status::NullArgument
+        );
+        cimage_pull_op_cancel(ptr::null());
+        cimage_pull_op_free(ptr::null_mut());
+        let mut json = ptr::null_mut();
+        assert_eq!(
+            cimage_inspect(ptr::null(), ptr::null(), &mut json, ptr::null_mut()),
+            Status::NullArgument
+        );
+        assert_eq!(
+            cimage_list_tags(
+                reference.as_ptr(),
+                ptr::null(),
+                ptr::null_mut(),
+                ptr::null_mut()
+            ),
+            Status::NullArgument
+        );
+        let o = cimage_pull_options_new();
+        assert_eq!(
+            cimage_pull_options_set_max_retries(o, 101, ptr::null_mut()),
+            Status::InvalidArgument
+        );
+        assert_eq!(
+            cimage_pull_options_set_stall_timeout_ms(ptr::null_mut(), 5, ptr::null_mut()),
+            Status::NullArgument
+        );
+        assert_eq!(
+            cimage_pull_options_set_deadline_ms(o, 0, ptr::null_mut()),
+            Status::Ok
+        );
+        cimage_pull_options_free(o);
+    }
+}
+
+#[test]
+fn an_oci_layout_is_inspected_and_listed_through_the_c_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = TestImage::with_big_layer(1000, 26);
+    let blobs = dir.path().join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let mut all = vec![image.manifest.clone(), image.config.clone()];
+    all.extend(image.layers.iter().map(|(_, b)| b.clone()));
+    for data in all {
+        std::fs::write(blobs.join(&sha256(&data)[7..]), data).unwrap();
+    }
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": image.manifest_digest, "size": image.manifest.len(),
+         "annotations": {"org.opencontainers.image.ref.name": "one"}},
+        {"mediaType": OCI_MANIFEST, "digest": image.manifest_digest, "size": image.manifest.len(),
+         "annotations": {"org.opencontainers.image.ref.name": "two"}}]});
+    std::fs::write(dir.path().join("index.json"), index.to_string()).unwrap();
+    std::fs::write(
+        dir.path().join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    unsafe {
+        let reference = c(&format!("oci:{}:two", dir.path().display()));
+        let (mut json, mut err) = (ptr::null_mut(), ptr::null_mut());
+        check(
+            "inspect",
+            cimage_inspect(reference.as_ptr(), ptr::null(), &mut json, &mut err),
+            err,
+        );
+        let doc: serde_json::Value =
+            serde_json::from_str(CStr::from_ptr(json).to_str().unwrap()).unwrap();
+        cimage_string_free(json);
+        assert_eq!(doc["digest"], image.manifest_digest.as_str());
+        assert_eq!(doc["env"][0], "PATH=/usr/bin");
+        check(
+            "tags",
+            cimage_list_tags(reference.as_ptr(), ptr::null(), &mut json, &mut err),
+            err,
+        );
+        let doc: serde_json::Value =
+            serde_json::from_str(CStr::from_ptr(json).to_str().unwrap()).unwrap();
+        cimage_string_free(json);
+        assert_eq!(doc["tags"], serde_json::json!(["one", "two"]));
     }
 }
