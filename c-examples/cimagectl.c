@@ -15,6 +15,8 @@
 
 #include "cimage.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -861,12 +863,48 @@ static int configure_pull(cimage_pull_options *opts, const struct pull_args *arg
     return 0;
 }
 
+/*
+ * Ctrl-C and SIGTERM during a pull cancel it cleanly (no partial layer, no lock left): the
+ * signals are blocked in every thread and taken by this one with sigwait(), which may then call
+ * any function -- here the cancel token's, which is safe from any thread.
+ */
+static void *cancel_on_signal(void *token)
+{
+    sigset_t signals;
+    int received;
+
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    if (sigwait(&signals, &received) == 0)
+        cimage_cancel_token_cancel(token);
+    return NULL;
+}
+
+/* Starts the signal thread for TOKEN (which must outlive the process's last use of it). */
+static void cancel_pull_on_signals(cimage_cancel_token *token)
+{
+    sigset_t signals;
+    pthread_t thread;
+
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    /* Block before any library thread starts, so that they all inherit the mask. */
+    if (pthread_sigmask(SIG_BLOCK, &signals, NULL) != 0)
+        return;
+    if (pthread_create(&thread, NULL, cancel_on_signal, token) == 0)
+        pthread_detach(thread);
+}
+
 static int cmd_pull(int argc, char **argv)
 {
     struct pull_args args;
     struct pull_progress progress;
     const char *reference = NULL;
     cimage_pull_options *pull_options = NULL;
+    /* Never freed: the signal thread may use it until the process exits. */
+    static cimage_cancel_token *cancel_token;
     cimage_store *store = NULL;
     cimage_image *image = NULL;
     cimage_error *err = NULL;
@@ -884,6 +922,14 @@ static int cmd_pull(int argc, char **argv)
     if (pull_options == NULL)
         return report_failure(CIMAGE_STATUS_INTERNAL, "cannot allocate pull options");
     rc = configure_pull(pull_options, &args, &progress);
+    if (rc == 0) {
+        cancel_token = cimage_cancel_token_new();
+        status = cimage_pull_options_set_cancel_token(pull_options, cancel_token, &err);
+        if (status != CIMAGE_STATUS_OK)
+            rc = report_error(status, err);
+        else
+            cancel_pull_on_signals(cancel_token);
+    }
     if (rc == 0)
         rc = open_store(&store);
     if (rc == 0) {

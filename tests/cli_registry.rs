@@ -176,3 +176,53 @@ fn pull_prints_lines_off_a_terminal_and_live_bars_on_one() {
         );
     }
 }
+
+#[test]
+fn ctrl_c_cancels_a_pull_cleanly() {
+    if !ensure_root_or_skip("the store keeps file owners") {
+        return;
+    }
+    let Some((fx, reg)) = fixtures_and_registry() else {
+        return;
+    };
+    let store = Store::new("overlay");
+    store.ok(&["store"]);
+    // ~210 KiB at 20 KiB/s: ten seconds, interrupted after one.
+    let proxy = Proxy::start(reg.port(), 20 * 1024);
+    let child = store
+        .command(&["pull", "--tls-verify=false", &proxy.image_ref("fixture")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn cimagectl pull");
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || proxy
+            .requests()
+            .iter()
+            .any(|r| r.contains("/blobs/"))),
+        "no blob requested"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    // SAFETY: plain kill(2) of our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().expect("pull output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cimagectl: CANCELLED:"), "{stderr}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the cancel took {:?}",
+        started.elapsed()
+    );
+    assert!(store.images_json().is_empty());
+    assert_store_consistent(&store, "after Ctrl-C");
+    let staging = store.root.join("overlay/cimage-staging");
+    let left: Vec<_> = std::fs::read_dir(&staging)
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "staging left: {left:?}");
+    proxy.set_rate(0);
+    let v = store.json(&["pull", "--tls-verify=false", &proxy.image_ref("fixture")]);
+    assert_eq!(v["id"], fx.id("fixture").as_str());
+}
