@@ -572,6 +572,7 @@ async fn fetch_layers(
 }
 
 /// What fetching one layer produced.
+#[allow(clippy::large_enum_variant)] // one per layer, moved a few times
 enum Fetched {
     /// Extracted and checked, waiting to be committed; the blob's lock is held until then.
     Staged {

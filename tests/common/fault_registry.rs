@@ -160,10 +160,12 @@ pub struct Request {
     pub range: Option<String>,
 }
 
+/// repository → tag or digest → (media type, manifest)
+type Manifests = HashMap<String, HashMap<String, (String, Vec<u8>)>>;
+
 #[derive(Default)]
 struct State {
-    /// repository → tag or digest → (media type, manifest)
-    manifests: Mutex<HashMap<String, HashMap<String, (String, Vec<u8>)>>>,
+    manifests: Mutex<Manifests>,
     /// repository → tags, sorted
     tags: Mutex<HashMap<String, Vec<String>>>,
     blobs: Mutex<HashMap<String, Arc<Vec<u8>>>>,
