@@ -738,18 +738,18 @@ async fn fetch_one(
     progress.send(Progress::Extracting {
         digest: desc.digest.clone(),
     });
-    let (stats, compression) = match joined(extract.await) {
-        Ok(r) => r,
+    let (stats, compression) = match (joined(extract.await), pump) {
+        (Ok(r), Ok(())) => r,
         // The download failed (digest, network, stall, cancel): the extractor's complaint
         // about the bytes it got (a bad gzip checksum, a short archive) is only a consequence.
-        Err(_) if pump.is_err() => return Err(pump.unwrap_err()),
-        Err(e) if extractor_quit && is_content_error(&e) => {
+        (_, Err(download_error)) => return Err(download_error),
+        (Err(e), Ok(())) if extractor_quit && is_content_error(&e) => {
             // Content the extractor refuses may simply not be the blob the manifest names (a
             // corrupt gzip stream fails before its digest could be checked): read the rest to
             // tell the two apart, and report the digest first.
             return Err(digest_error_in_rest(&mut stream, abort).await.unwrap_or(e));
         }
-        Err(e) => return Err(e),
+        (Err(e), Ok(())) => return Err(e),
     };
     progress.send(Progress::Verifying {
         digest: desc.digest.clone(),

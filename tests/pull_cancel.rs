@@ -118,7 +118,6 @@ fn setup() -> Option<Store> {
         return None;
     }
     let store = Store::new("vfs");
-    store.ok(&["store"]);
     Some(store)
 }
 
@@ -160,6 +159,7 @@ fn assert_clean_after_cancel(store: &Store, image: &TestImage, when: &str) {
 
 /// The next pull (no throttling left) succeeds.
 unsafe fn pull_again(store: &Store, s: *mut cimage_store, reg: &FaultRegistry, image: &TestImage) {
+    reg.clear_faults();
     unsafe {
         let o = pull_options();
         let reference = c(&reg.reference(REPO, "t"));
@@ -181,6 +181,8 @@ unsafe fn pull_again(store: &Store, s: *mut cimage_store, reg: &FaultRegistry, i
 }
 
 struct CallbackState {
+    /// The big layer: cancelled while it downloads.
+    big: CString,
     thread: std::thread::ThreadId,
     events: usize,
     downloading: usize,
@@ -197,7 +199,9 @@ unsafe extern "C" fn cancel_on_second_download(
     if std::thread::current().id() != state.thread {
         state.wrong_thread = true;
     }
-    if ev.kind == CIMAGE_PROGRESS_DOWNLOADING && ev.bytes_done > 0 {
+    let is_big =
+        !ev.digest.is_null() && unsafe { CStr::from_ptr(ev.digest) } == state.big.as_c_str();
+    if ev.kind == CIMAGE_PROGRESS_DOWNLOADING && ev.bytes_done > 0 && is_big {
         state.downloading += 1;
         if state.downloading >= 2 {
             return 1;
@@ -214,6 +218,7 @@ fn cancel_from_the_callback() {
         let s = open_store(&store);
         let o = pull_options();
         let mut state = CallbackState {
+            big: c(&image.layers[1].0),
             thread: std::thread::current().id(),
             events: 0,
             downloading: 0,
@@ -412,7 +417,9 @@ fn cancel_through_the_pull_op_from_another_thread() {
         let seen_download = AtomicUsize::new(0);
         loop {
             match next(op, 5000) {
-                Ok(Some((CIMAGE_PROGRESS_DOWNLOADING, _, done))) if done > 0 => {
+                Ok(Some((CIMAGE_PROGRESS_DOWNLOADING, Some(d), done)))
+                    if done > 0 && d == image.layers[1].0 =>
+                {
                     if seen_download.fetch_add(1, Ordering::SeqCst) == 1 {
                         break;
                     }
