@@ -532,7 +532,7 @@ async fn fetch_layers(
             // vfs: a layer starts from its parent's committed tree, so fetch and commit in order.
             if let Some(h) = handles.pop() {
                 let fetched = join(h).await?;
-                commit(store, fetched, &layer.desc, progress).await?;
+                commit(store, fetched, &layer.desc, progress, cancel).await?;
             }
         }
     }
@@ -542,7 +542,7 @@ async fn fetch_layers(
         let r = join(h).await;
         match r {
             Ok(fetched) if committed_ok && first_err.is_none() => {
-                if let Err(e) = commit(store, fetched, &layer.desc, progress).await {
+                if let Err(e) = commit(store, fetched, &layer.desc, progress, cancel).await {
                     abort.cancel();
                     committed_ok = false;
                     first_err = Some(e);
@@ -593,7 +593,10 @@ async fn commit(
     fetched: Fetched,
     desc: &BlobDesc,
     progress: &ProgressSink,
+    cancel: &CancelFlag,
 ) -> Result<()> {
+    // Nothing new enters the store once the caller has cancelled.
+    cancel.check()?;
     match fetched {
         Fetched::Staged {
             staging,
