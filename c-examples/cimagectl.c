@@ -15,6 +15,8 @@
 
 #include "cimage.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -33,16 +35,22 @@ static const char usage_text[] =
     "\n"
     "Commands:\n"
     "  store                                  store info and driver status\n"
-    "  pull [--tls-verify=true|false] [--platform OS/ARCH[/VARIANT]] [--policy always|missing|never]\n"
-    "       [--creds USER:PASSWORD] [--authfile FILE] [--cert-dir DIR] [--certs-d DIR]\n"
-    "       [--registries-conf FILE] [--registries-conf-dir DIR] [--signature-policy FILE] REF\n"
+    "  pull [REGISTRY OPTIONS] [--policy always|missing|never] REF\n"
     "                                         REF: docker://..., oci:DIR[:TAG], or a bare name\n"
+    "  inspect [REGISTRY OPTIONS] REF         manifest digest, config and layers, as JSON (no pull)\n"
+    "  tags [REGISTRY OPTIONS] docker://REPO  the repository's tags, one a line\n"
     "  images | layers | containers           lists\n"
     "  container [--name NAME] IMAGE          create a container from an image (id, prefix or name)\n"
     "  mount ID|NAME                          mount a container; prints the mount point\n"
     "  unmount ID|NAME\n"
     "  delete ID|NAME                         a container, image or layer (looked up in that order)\n"
     "  wipe                                   remove everything in the store\n"
+    "\n"
+    "Registry options: --tls-verify=true|false, --platform OS/ARCH[/VARIANT],\n"
+    "  --creds USER:PASSWORD, --authfile FILE, --cert-dir DIR, --certs-d DIR,\n"
+    "  --registries-conf FILE, --registries-conf-dir DIR, --signature-policy FILE,\n"
+    "  --stall-timeout DURATION (default 30s; 0: none), --deadline DURATION (default none),\n"
+    "  --retries N (default 4). DURATION: 1500ms, 2s, 1m, or milliseconds.\n"
     "\n"
     "With --json each command prints one JSON document on stdout.\n";
 
@@ -553,10 +561,11 @@ static int cmd_store(int argc, char **argv)
 
 /* -- pull -- */
 
+/* Options shared by pull, inspect and tags (they all talk to a registry). */
 struct pull_args {
     const char *tls_verify; /* "true" or "false", NULL: the library default */
     const char *platform;
-    const char *policy;
+    const char *policy; /* pull only */
     /* Registry access, as skopeo's options of the same names; NULL: the library default. */
     const char *creds; /* USER:PASSWORD */
     const char *authfile;
@@ -565,9 +574,12 @@ struct pull_args {
     const char *registries_conf;
     const char *registries_conf_dir;
     const char *signature_policy;
+    const char *stall_timeout; /* durations: "1500ms", "2s", "1m" or plain milliseconds */
+    const char *deadline;
+    const char *retries;
 };
 
-static enum option_match parse_pull_option(int argc, char **argv, int *i, void *state)
+static enum option_match parse_registry_option(int argc, char **argv, int *i, void *state)
 {
     struct pull_args *args = state;
     enum option_match m;
@@ -585,7 +597,6 @@ static enum option_match parse_pull_option(int argc, char **argv, int *i, void *
         size_t offset;
     } value_options[] = {
         {"--platform", offsetof(struct pull_args, platform)},
-        {"--policy", offsetof(struct pull_args, policy)},
         {"--creds", offsetof(struct pull_args, creds)},
         {"--authfile", offsetof(struct pull_args, authfile)},
         {"--cert-dir", offsetof(struct pull_args, cert_dir)},
@@ -593,6 +604,9 @@ static enum option_match parse_pull_option(int argc, char **argv, int *i, void *
         {"--registries-conf", offsetof(struct pull_args, registries_conf)},
         {"--registries-conf-dir", offsetof(struct pull_args, registries_conf_dir)},
         {"--signature-policy", offsetof(struct pull_args, signature_policy)},
+        {"--stall-timeout", offsetof(struct pull_args, stall_timeout)},
+        {"--deadline", offsetof(struct pull_args, deadline)},
+        {"--retries", offsetof(struct pull_args, retries)},
     };
     for (size_t k = 0; k < sizeof value_options / sizeof value_options[0]; k++) {
         const char **value = (const char **)((char *)args + value_options[k].offset);
@@ -601,6 +615,15 @@ static enum option_match parse_pull_option(int argc, char **argv, int *i, void *
             return m;
     }
     return OPTION_NO_MATCH;
+}
+
+static enum option_match parse_pull_option(int argc, char **argv, int *i, void *state)
+{
+    struct pull_args *args = state;
+    enum option_match m = parse_registry_option(argc, argv, i, state);
+    if (m != OPTION_NO_MATCH)
+        return m;
+    return match_value_option(argc, argv, i, NULL, "--policy", &args->policy);
 }
 
 /* --creds USER:PASSWORD, split at the first ':' as skopeo does. Returns 0, or 1 after reporting. */
@@ -623,33 +646,50 @@ static int set_credentials(cimage_pull_options *opts, const char *creds)
     return status == CIMAGE_STATUS_OK ? 0 : report_error(status, err);
 }
 
-/* What the progress callback needs to print skopeo-like lines. */
+/* Parses "1500ms", "2s", "1.5s", "1m" or "1500" (milliseconds). Returns false if malformed. */
+static bool parse_duration_ms(const char *text, uint64_t *ms)
+{
+    char *end = NULL;
+    double value = strtod(text, &end);
+    double scale;
+
+    if (end == text || value < 0)
+        return false;
+    if (*end == '\0' || strcmp(end, "ms") == 0)
+        scale = 1;
+    else if (strcmp(end, "s") == 0)
+        scale = 1000;
+    else if (strcmp(end, "m") == 0)
+        scale = 60000;
+    else
+        return false;
+    if (value * scale > 1e15)
+        return false;
+    *ms = (uint64_t)(value * scale + 0.5);
+    return true;
+}
+
+/*
+ * What the progress callback needs. Not on a terminal it prints skopeo-like lines
+ * ("Copying blob 4f4fb700ef54 done"). On a terminal it keeps one live bar per blob at the
+ * bottom of the screen, redrawn in place, with the other lines printed above them.
+ */
+enum { MAX_BARS = 32 };
+
+struct blob_bar {
+    char hex[SHORT_ID_LEN + 1];
+    uint64_t done, total;
+    const char *state; /* NULL while downloading, else "done", "skipped: already exists", ... */
+};
+
 struct pull_progress {
-    bool live;             /* stderr is a terminal: redraw a status line while downloading */
-    bool line_open;        /* a live line is on screen and must be cleared first */
+    bool live;          /* stderr is a terminal */
+    int drawn;          /* lines of bars currently on screen, below the cursor's start */
+    struct blob_bar bars[MAX_BARS];
+    int bar_count;
     char config_digest[160];
     bool manifest_written;
 };
-
-/* Clears the live status line, if one is on screen. */
-static void progress_clear_line(struct pull_progress *p)
-{
-    if (p->line_open) {
-        fputs("\r\033[K", stderr);
-        p->line_open = false;
-    }
-}
-
-static void progress_line(struct pull_progress *p, const char *format, ...)
-{
-    va_list args;
-    progress_clear_line(p);
-    va_start(args, format);
-    vfprintf(stderr, format, args);
-    va_end(args);
-    fputc('\n', stderr);
-    fflush(stderr);
-}
 
 /* A byte count in binary units, as skopeo's progress bars show it ("1.5 MiB"). */
 static void binary_size(uint64_t bytes, char *out, size_t out_len)
@@ -664,25 +704,89 @@ static void binary_size(uint64_t bytes, char *out, size_t out_len)
     snprintf(out, out_len, unit == 0 ? "%.0f %s" : "%.1f %s", value, units[unit]);
 }
 
-/* On a terminal: one line, redrawn in place, for the blob being downloaded. */
-static void progress_draw_download(struct pull_progress *p, const char *hex, uint64_t done, uint64_t total)
+/* Moves the cursor back to the first bar line and clears everything below it. */
+static void progress_erase_bars(struct pull_progress *p)
+{
+    if (p->drawn > 0) {
+        fprintf(stderr, "\033[%dA\r\033[J", p->drawn);
+        p->drawn = 0;
+    }
+}
+
+static void progress_draw_bars(struct pull_progress *p)
 {
     enum { BAR_WIDTH = 30 };
-    char bar[BAR_WIDTH + 1], done_text[32], total_text[32];
-    size_t filled = total > 0 ? (size_t)((done > total ? total : done) * BAR_WIDTH / total) : 0;
 
-    binary_size(done, done_text, sizeof done_text);
-    if (total > 0) {
-        binary_size(total, total_text, sizeof total_text);
-        for (size_t i = 0; i < BAR_WIDTH; i++)
-            bar[i] = i < filled ? '=' : (i == filled ? '>' : '-');
+    progress_erase_bars(p);
+    for (int i = 0; i < p->bar_count; i++) {
+        const struct blob_bar *b = &p->bars[i];
+        char bar[BAR_WIDTH + 1], done_text[32], total_text[32];
+        uint64_t done = b->total > 0 && b->done > b->total ? b->total : b->done;
+        size_t filled = b->total > 0 ? (size_t)(done * BAR_WIDTH / b->total) : 0;
+
+        if (b->state != NULL && strcmp(b->state, "done") == 0)
+            filled = BAR_WIDTH;
+        for (size_t k = 0; k < BAR_WIDTH; k++)
+            bar[k] = k < filled ? '=' : (k == filled ? '>' : '-');
         bar[BAR_WIDTH] = '\0';
-        fprintf(stderr, "\r\033[KCopying blob %s [%s] %s / %s", hex, bar, done_text, total_text);
-    } else {
-        fprintf(stderr, "\r\033[KCopying blob %s %s", hex, done_text);
+        binary_size(done, done_text, sizeof done_text);
+        binary_size(b->total, total_text, sizeof total_text);
+        if (b->state != NULL && strcmp(b->state, "done") != 0)
+            fprintf(stderr, "Copying blob %s %s\n", b->hex, b->state);
+        else if (b->total > 0)
+            fprintf(stderr, "Copying blob %s [%s] %s / %s%s%s\n", b->hex, bar, done_text, total_text,
+                    b->state != NULL ? " " : "", b->state != NULL ? b->state : "");
+        else
+            fprintf(stderr, "Copying blob %s %s\n", b->hex, done_text);
+        p->drawn++;
     }
     fflush(stderr);
-    p->line_open = true;
+}
+
+/* The bar of a blob, added at the bottom on first sight; NULL when there are too many. */
+static struct blob_bar *progress_bar(struct pull_progress *p, const char *hex)
+{
+    for (int i = 0; i < p->bar_count; i++)
+        if (strcmp(p->bars[i].hex, hex) == 0)
+            return &p->bars[i];
+    if (p->bar_count == MAX_BARS)
+        return NULL;
+    struct blob_bar *b = &p->bars[p->bar_count++];
+    memset(b, 0, sizeof *b);
+    snprintf(b->hex, sizeof b->hex, "%s", hex);
+    return b;
+}
+
+/* A line that is not a bar: printed above the bars. */
+static void progress_line(struct pull_progress *p, const char *format, ...)
+{
+    va_list args;
+    progress_erase_bars(p);
+    va_start(args, format);
+    vfprintf(stderr, format, args);
+    va_end(args);
+    fputc('\n', stderr);
+    if (p->live)
+        progress_draw_bars(p);
+    fflush(stderr);
+}
+
+/* A blob reached a final state: a line of its own, or its bar's last look on a terminal. */
+static void progress_blob_state(struct pull_progress *p, const char *hex, const char *state)
+{
+    struct blob_bar *b = p->live ? progress_bar(p, hex) : NULL;
+    if (b == NULL) {
+        progress_line(p, "Copying blob %s %s", hex, state);
+        return;
+    }
+    b->state = state;
+    progress_draw_bars(p);
+}
+
+/* Leaves the bars as they are on screen and forgets them. */
+static void progress_finish(struct pull_progress *p)
+{
+    p->drawn = 0;
 }
 
 static bool is_config_digest(const struct pull_progress *p, const char *digest)
@@ -701,16 +805,26 @@ static int32_t on_pull_progress(void *user_data, const cimage_progress *ev)
     short_id(ev->digest, hex);
     switch (ev->kind) {
     case CIMAGE_PROGRESS_DOWNLOADING:
-        if (p->live && has_bytes && ev->digest != NULL)
-            progress_draw_download(p, hex, ev->bytes_done, ev->bytes_total);
+        if (p->live && has_bytes && ev->digest != NULL) {
+            struct blob_bar *b = progress_bar(p, hex);
+            if (b != NULL) {
+                b->done = ev->bytes_done;
+                b->total = ev->bytes_total;
+                progress_draw_bars(p);
+            }
+        }
         break;
     case CIMAGE_PROGRESS_DONE:
         if (ev->digest != NULL && !is_config_digest(p, ev->digest))
-            progress_line(p, "Copying blob %s done", hex);
+            progress_blob_state(p, hex, "done");
         break;
     case CIMAGE_PROGRESS_SKIPPED:
         if (ev->digest != NULL && !is_config_digest(p, ev->digest))
-            progress_line(p, "Copying blob %s skipped: already exists", hex);
+            progress_blob_state(p, hex, "skipped: already exists");
+        break;
+    case CIMAGE_PROGRESS_FAILED:
+        if (ev->digest != NULL && p->live)
+            progress_blob_state(p, hex, "failed");
         break;
     case CIMAGE_PROGRESS_CONFIG:
         if (ev->digest != NULL && !is_config_digest(p, ev->digest)) {
@@ -729,17 +843,20 @@ static int32_t on_pull_progress(void *user_data, const cimage_progress *ev)
             progress_line(p, "Retrying%s%s: %s", ev->digest != NULL ? " blob " : "", hex, ev->message);
         break;
     default:
-        break; /* resolving, verifying, extracting, failed, and kinds newer than this program */
+        break; /* resolving, verifying, extracting, and kinds newer than this program */
     }
     return 0; /* never cancel */
 }
 
-/* Applies the pull arguments to OPTS. Returns 0, or 1 after reporting the error. */
+/* Applies the registry arguments to OPTS (PROGRESS may be NULL). Returns 0, or 1 after reporting. */
 static int configure_pull(cimage_pull_options *opts, const struct pull_args *args, struct pull_progress *progress)
 {
     cimage_error *err = NULL;
-    cimage_status status = cimage_pull_options_set_progress(opts, on_pull_progress, progress, &err);
+    cimage_status status = CIMAGE_STATUS_OK;
+    uint64_t ms;
 
+    if (progress != NULL)
+        status = cimage_pull_options_set_progress(opts, on_pull_progress, progress, &err);
     if (status == CIMAGE_STATUS_OK && args->tls_verify != NULL) {
         bool verify;
         if (strcmp(args->tls_verify, "true") == 0)
@@ -780,9 +897,63 @@ static int configure_pull(cimage_pull_options *opts, const struct pull_args *arg
         status = cimage_pull_options_set_registries_conf_dir(opts, args->registries_conf_dir, &err);
     if (status == CIMAGE_STATUS_OK && args->signature_policy != NULL)
         status = cimage_pull_options_set_policy_file(opts, args->signature_policy, &err);
+    if (status == CIMAGE_STATUS_OK && args->stall_timeout != NULL) {
+        if (!parse_duration_ms(args->stall_timeout, &ms))
+            return report_failure(CIMAGE_STATUS_INVALID_ARGUMENT, "invalid --stall-timeout \"%s\": want e.g. 30s or 1500ms",
+                                  args->stall_timeout);
+        status = cimage_pull_options_set_stall_timeout_ms(opts, ms, &err);
+    }
+    if (status == CIMAGE_STATUS_OK && args->deadline != NULL) {
+        if (!parse_duration_ms(args->deadline, &ms))
+            return report_failure(CIMAGE_STATUS_INVALID_ARGUMENT, "invalid --deadline \"%s\": want e.g. 10m or 90s",
+                                  args->deadline);
+        status = cimage_pull_options_set_deadline_ms(opts, ms, &err);
+    }
+    if (status == CIMAGE_STATUS_OK && args->retries != NULL) {
+        char *end = NULL;
+        unsigned long retries = strtoul(args->retries, &end, 10);
+        if (end == args->retries || *end != '\0' || retries > 100)
+            return report_failure(CIMAGE_STATUS_INVALID_ARGUMENT, "invalid --retries \"%s\": want 0 to 100",
+                                  args->retries);
+        status = cimage_pull_options_set_max_retries(opts, (uint32_t)retries, &err);
+    }
     if (status != CIMAGE_STATUS_OK)
         return report_error(status, err);
     return 0;
+}
+
+/*
+ * Ctrl-C and SIGTERM during a pull cancel it cleanly (no partial layer, no lock left): the
+ * signals are blocked in every thread and taken by this one with sigwait(), which may then call
+ * any function -- here the cancel token's, which is safe from any thread.
+ */
+static void *cancel_on_signal(void *token)
+{
+    sigset_t signals;
+    int received;
+
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    if (sigwait(&signals, &received) == 0)
+        cimage_cancel_token_cancel(token);
+    return NULL;
+}
+
+/* Starts the signal thread for TOKEN (which must outlive the process's last use of it). */
+static void cancel_pull_on_signals(cimage_cancel_token *token)
+{
+    sigset_t signals;
+    pthread_t thread;
+
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    /* Block before any library thread starts, so that they all inherit the mask. */
+    if (pthread_sigmask(SIG_BLOCK, &signals, NULL) != 0)
+        return;
+    if (pthread_create(&thread, NULL, cancel_on_signal, token) == 0)
+        pthread_detach(thread);
 }
 
 static int cmd_pull(int argc, char **argv)
@@ -791,6 +962,8 @@ static int cmd_pull(int argc, char **argv)
     struct pull_progress progress;
     const char *reference = NULL;
     cimage_pull_options *pull_options = NULL;
+    /* Never freed: the signal thread may use it until the process exits. */
+    static cimage_cancel_token *cancel_token;
     cimage_store *store = NULL;
     cimage_image *image = NULL;
     cimage_error *err = NULL;
@@ -808,11 +981,19 @@ static int cmd_pull(int argc, char **argv)
     if (pull_options == NULL)
         return report_failure(CIMAGE_STATUS_INTERNAL, "cannot allocate pull options");
     rc = configure_pull(pull_options, &args, &progress);
+    if (rc == 0) {
+        cancel_token = cimage_cancel_token_new();
+        status = cimage_pull_options_set_cancel_token(pull_options, cancel_token, &err);
+        if (status != CIMAGE_STATUS_OK)
+            rc = report_error(status, err);
+        else
+            cancel_pull_on_signals(cancel_token);
+    }
     if (rc == 0)
         rc = open_store(&store);
     if (rc == 0) {
         status = cimage_store_pull(store, reference, pull_options, &image, &err);
-        progress_clear_line(&progress);
+        progress_finish(&progress);
         if (status != CIMAGE_STATUS_OK) {
             rc = report_error(status, err);
         } else if (options.json) {
@@ -832,6 +1013,85 @@ static int cmd_pull(int argc, char **argv)
     cimage_image_free(image);
     cimage_store_free(store);
     cimage_pull_options_free(pull_options);
+    return rc;
+}
+
+/* -- inspect and tags: registry reads without a store -- */
+
+typedef cimage_status (*registry_read_fn)(const char *reference, const cimage_pull_options *opts, char **json_out,
+                                          cimage_error **err);
+
+/* Runs an inspect-like call with the registry options of ARGV; *JSON_OUT gets its document. */
+static int registry_read(int argc, char **argv, registry_read_fn read, char **json_out)
+{
+    struct pull_args args;
+    const char *reference = NULL;
+    cimage_pull_options *opts;
+    cimage_error *err = NULL;
+    cimage_status status;
+    int rc;
+
+    memset(&args, 0, sizeof args);
+    rc = parse_command_args(argc, argv, parse_registry_option, &args, &reference, 1);
+    if (rc != 0)
+        return rc;
+    opts = cimage_pull_options_new();
+    if (opts == NULL)
+        return report_failure(CIMAGE_STATUS_INTERNAL, "cannot allocate options");
+    rc = configure_pull(opts, &args, NULL);
+    if (rc == 0) {
+        status = read(reference, opts, json_out, &err);
+        if (status != CIMAGE_STATUS_OK)
+            rc = report_error(status, err);
+    }
+    cimage_pull_options_free(opts);
+    return rc;
+}
+
+/* skopeo inspect prints JSON in any case; so does this. */
+static int cmd_inspect(int argc, char **argv)
+{
+    char *json = NULL;
+    int rc = registry_read(argc, argv, cimage_inspect, &json);
+    if (rc == 0)
+        printf("%s\n", json);
+    cimage_string_free(json);
+    return rc;
+}
+
+/*
+ * Prints the "tags" array of the library's document one per line. Tags are [A-Za-z0-9_.-]
+ * (the distribution spec), so the strings carry no escapes; anything else is printed as is.
+ */
+static void print_tags_lines(const char *json)
+{
+    const char *p = strstr(json, "\"tags\":[");
+    if (p == NULL)
+        return;
+    p += strlen("\"tags\":[");
+    while (*p != '\0' && *p != ']') {
+        const char *open = strchr(p, '"');
+        const char *close = open != NULL ? strchr(open + 1, '"') : NULL;
+        if (open == NULL || close == NULL)
+            return;
+        printf("%.*s\n", (int)(close - open - 1), open + 1);
+        p = close + 1;
+        while (*p == ',')
+            p++;
+    }
+}
+
+static int cmd_tags(int argc, char **argv)
+{
+    char *json = NULL;
+    int rc = registry_read(argc, argv, cimage_list_tags, &json);
+    if (rc == 0) {
+        if (options.json)
+            printf("%s\n", json);
+        else
+            print_tags_lines(json);
+    }
+    cimage_string_free(json);
     return rc;
 }
 
@@ -1328,6 +1588,8 @@ static const struct command {
 } commands[] = {
     {"store", cmd_store},
     {"pull", cmd_pull},
+    {"inspect", cmd_inspect},
+    {"tags", cmd_tags},
     {"images", cmd_images},
     {"layers", cmd_layers},
     {"containers", cmd_containers},

@@ -305,8 +305,17 @@ typedef struct cimage_layer cimage_layer;
 typedef struct cimage_layer_list cimage_layer_list;
 
 /**
- * Options for `cimage_store_pull`. Not thread-safe while being changed; may be shared read-only by
- * concurrent pulls (then they share the callback and the token too).
+ * A pull running in the background, started by `cimage_store_pull_start`.
+ *
+ * Threads: one owner calls `_next_event`, `_finish` and `_free`; `cimage_pull_op_cancel` may be
+ * called from any thread at any time before `_free`.
+ */
+typedef struct cimage_pull_op cimage_pull_op;
+
+/**
+ * Options for `cimage_store_pull`, `cimage_store_pull_start`, `cimage_inspect` and
+ * `cimage_list_tags`. Not thread-safe while being changed; may be shared read-only by concurrent
+ * calls (then they share the callback and the token too).
  */
 typedef struct cimage_pull_options cimage_pull_options;
 
@@ -653,6 +662,40 @@ cimage_status cimage_store_image_delete(struct cimage_store *store,
                                         struct cimage_error **err);
 
 /**
+ * Reads an image's manifest and config from its source without pulling anything, blocking until
+ * done. `reference` is any pull reference (`docker://…`, `oci:DIR[:TAG]`, a bare name). `opts`
+ * may be NULL; its TLS setting, platform (an index is resolved to that platform's image), stall
+ * limit, deadline, retries, cancel token and progress callback (RETRYING events) apply.
+ *
+ * `*json_out` receives a JSON object, to free with `cimage_string_free`:
+ * `reference`, `name` (registry/repository), `digest` (the image manifest's), `media_type`,
+ * `index_digest` (or null), `config_digest`, `created`, `os`, `architecture`, `variant`,
+ * `labels`, `env`, `layers` (`digest`, `size`, `media_type` each), and the documents themselves
+ * as `manifest` and `config`.
+ *
+ * Errors: those of `cimage_store_pull` that concern the registry (NULL_ARGUMENT,
+ * INVALID_ARGUMENT, NOT_FOUND, MANIFEST_UNKNOWN, NETWORK, TIMEOUT, AUTH_*, REGISTRY,
+ * DIGEST_MISMATCH, UNSUPPORTED, CANCELLED).
+ */
+cimage_status cimage_inspect(const char *reference,
+                             const struct cimage_pull_options *opts,
+                             char **json_out,
+                             struct cimage_error **err);
+
+/**
+ * Lists a repository's tags, blocking until done: `repository` is `docker://HOST/REPO` (a tag or
+ * digest in it is ignored), or `oci:DIR` for a layout's image names. Pagination is followed.
+ * `opts` as for `cimage_inspect`. `*json_out` receives `{"name": "HOST/REPO", "tags": [...]}`,
+ * to free with `cimage_string_free`.
+ *
+ * Errors: as `cimage_inspect`.
+ */
+cimage_status cimage_list_tags(const char *repository,
+                               const struct cimage_pull_options *opts,
+                               char **json_out,
+                               struct cimage_error **err);
+
+/**
  * Lists the store's layers (image layers and containers' writable layers).
  * `*list_out` receives a list to free with `cimage_layer_list_free`. Errors: NULL_ARGUMENT, IO.
  */
@@ -855,6 +898,32 @@ cimage_status cimage_pull_options_set_policy(struct cimage_pull_options *opts,
                                              struct cimage_error **err);
 
 /**
+ * No byte from the registry for `ms` milliseconds ends a request with CIMAGE_STATUS_TIMEOUT
+ * (a blob that was arriving is first resumed once more with a Range request). Default 30000;
+ * 0 means no stall limit. Errors: NULL_ARGUMENT.
+ */
+cimage_status cimage_pull_options_set_stall_timeout_ms(struct cimage_pull_options *opts,
+                                                       uint64_t ms,
+                                                       struct cimage_error **err);
+
+/**
+ * The whole call must end within `ms` milliseconds, else it stops, cleans up like a cancel and
+ * returns CIMAGE_STATUS_TIMEOUT. Default and 0: no deadline. Errors: NULL_ARGUMENT.
+ */
+cimage_status cimage_pull_options_set_deadline_ms(struct cimage_pull_options *opts,
+                                                  uint64_t ms,
+                                                  struct cimage_error **err);
+
+/**
+ * How many times a request that failed transiently (connection error, HTTP 5xx, 429) or a blob
+ * body that broke off without progress is retried, with exponential backoff from 200 ms.
+ * Default 4; 0 disables retries. Errors: NULL_ARGUMENT, INVALID_ARGUMENT (over 100).
+ */
+cimage_status cimage_pull_options_set_max_retries(struct cimage_pull_options *opts,
+                                                  uint32_t retries,
+                                                  struct cimage_error **err);
+
+/**
  * Sets (or, with a NULL `cb`, clears) the progress callback and its `user_data`.
  * Errors: NULL_ARGUMENT.
  */
@@ -891,13 +960,15 @@ void cimage_cancel_token_free(struct cimage_cancel_token *token);
  * Pulls an image into the store: `docker://REF`, `oci:DIR[:TAG]`, or a bare name (`alpine` means
  * docker.io/library/alpine:latest). Blocks until done; progress callbacks run on this thread.
  * `opts` may be NULL (defaults). If `image_out` is not NULL it receives the image, to free with
- * `cimage_image_free`.
+ * `cimage_image_free`. Built on the same operation as `cimage_store_pull_start`.
  *
  * Errors: NULL_ARGUMENT, INVALID_ARGUMENT (malformed reference), NOT_FOUND (platform, or policy
- * NEVER), MANIFEST_UNKNOWN, NETWORK, AUTH_REQUIRED, AUTH_FAILED, REGISTRY, DIGEST_MISMATCH,
- * UNSAFE_ARCHIVE (hostile layer: nothing is registered), UNSUPPORTED, NO_SPACE, CANCELLED, IO,
- * POLICY_REJECTED (the signature policy refuses the image, or registries.conf blocks its
- * registry), CONFIG (a malformed registries.conf, policy.json, auth file or certs.d directory).
+ * NEVER), MANIFEST_UNKNOWN, NETWORK, TIMEOUT (stall limit or deadline), AUTH_REQUIRED,
+ * AUTH_FAILED, REGISTRY, DIGEST_MISMATCH, UNSAFE_ARCHIVE (hostile layer: nothing is registered),
+ * UNSUPPORTED, NO_SPACE, CANCELLED, IO, POLICY_REJECTED (the signature policy refuses the image,
+ * or registries.conf blocks its registry), CONFIG (a malformed registries.conf, policy.json, auth
+ * file or certs.d directory). A failed, cancelled or timed-out pull leaves no partial layer, no
+ * staging directory and no held lock.
  *
  * A bare name without registry is resolved through registries.conf: an alias, else each
  * unqualified-search registry in order (docker.io when none is configured); an ambiguous name in
@@ -909,6 +980,63 @@ cimage_status cimage_store_pull(struct cimage_store *store,
                                 const struct cimage_pull_options *opts,
                                 struct cimage_image **image_out,
                                 struct cimage_error **err);
+
+/**
+ * Starts pulling `reference` into `store` and returns at once. `opts` may be NULL and may be
+ * freed as soon as this returns; its cancel token is honoured, its progress callback is not
+ * called (events come from `cimage_pull_op_next_event`). On success `*op_out` receives the
+ * operation, to end with `cimage_pull_op_free` (after `cimage_pull_op_finish` for the result).
+ *
+ * Errors: NULL_ARGUMENT, INVALID_ARGUMENT (also when called from inside the library's own
+ * runtime). Errors of the pull itself come from `cimage_pull_op_finish`.
+ */
+cimage_status cimage_store_pull_start(struct cimage_store *store,
+                                      const char *reference,
+                                      const struct cimage_pull_options *opts,
+                                      struct cimage_pull_op **op_out,
+                                      struct cimage_error **err);
+
+/**
+ * Waits up to `timeout_ms` milliseconds (0: just look; negative: as long as it takes) for the
+ * next progress event.
+ *
+ * - CIMAGE_STATUS_OK with `*event_out` set: an event, borrowed until the next call on this
+ *   operation (or its free); events are throttled to a few per second per layer.
+ * - CIMAGE_STATUS_OK with `*event_out` NULL: no more events, the pull has ended; call
+ *   `cimage_pull_op_finish` for its result. Further calls return the same.
+ * - CIMAGE_STATUS_TIMEOUT: nothing yet; call again. As with every failure an error object is
+ *   stored when `err` is not NULL: pass NULL in polling loops to avoid the allocation.
+ *
+ * Errors: NULL_ARGUMENT, TIMEOUT.
+ */
+cimage_status cimage_pull_op_next_event(struct cimage_pull_op *op,
+                                        int32_t timeout_ms,
+                                        const struct cimage_progress **event_out,
+                                        struct cimage_error **err);
+
+/**
+ * Waits for the pull to end and returns its result; events not yet taken are discarded. If
+ * `image_out` is not NULL it receives the image (free with `cimage_image_free`). Call it once;
+ * the operation must still be freed afterwards.
+ *
+ * Errors: those of `cimage_store_pull` (CANCELLED after `cimage_pull_op_cancel`), plus
+ * INVALID_ARGUMENT when called a second time.
+ */
+cimage_status cimage_pull_op_finish(struct cimage_pull_op *op,
+                                    struct cimage_image **image_out,
+                                    struct cimage_error **err);
+
+/**
+ * Asks the pull to stop: it soon ends with CIMAGE_STATUS_CANCELLED, leaving the store as it
+ * was. Safe from any thread, any number of times, also after the pull ended. NULL is ignored.
+ */
+void cimage_pull_op_cancel(const struct cimage_pull_op *op);
+
+/**
+ * Frees the operation. A pull still running is cancelled and waited for (its clean-up done)
+ * before this returns. NULL is ignored.
+ */
+void cimage_pull_op_free(struct cimage_pull_op *op);
 
 /**
  * New store options, all unset (= storage.conf, then the built-in defaults). Free with

@@ -26,7 +26,9 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// True for 64 lowercase hex characters (an ID or a sha256 hex).
 pub fn is_hex64(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Validates `algorithm:hex` before it reaches a URL or a path, and returns the hex.
@@ -82,9 +84,18 @@ mod tests {
     fn validation_rejects_bad_digests() {
         let good = sha256_digest(b"x");
         assert!(validate(&good).is_ok());
-        assert_eq!(validate("sha256:../../etc").unwrap_err().status, Status::InvalidArgument);
-        assert_eq!(validate("md5:abcd").unwrap_err().status, Status::Unsupported);
-        assert_eq!(validate("sha256:ABCDEF").unwrap_err().status, Status::InvalidArgument);
+        assert_eq!(
+            validate("sha256:../../etc").unwrap_err().status,
+            Status::InvalidArgument
+        );
+        assert_eq!(
+            validate("md5:abcd").unwrap_err().status,
+            Status::Unsupported
+        );
+        assert_eq!(
+            validate("sha256:ABCDEF").unwrap_err().status,
+            Status::InvalidArgument
+        );
         assert!(validate("nocolon").is_err());
     }
 }

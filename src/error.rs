@@ -116,7 +116,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(status: Status, message: impl Into<String>) -> Error {
-        Error { status, message: message.into(), os_errno: 0, http_status: 0, subject: None }
+        Error {
+            status,
+            message: message.into(),
+            os_errno: 0,
+            http_status: 0,
+            subject: None,
+        }
     }
     pub fn with_subject(mut self, subject: impl Into<String>) -> Error {
         self.subject = Some(subject.into());
@@ -192,7 +198,13 @@ impl From<io::Error> for Error {
         } else {
             Status::Io
         };
-        Error { status, message: err.to_string(), os_errno: errno, http_status: 0, subject: None }
+        Error {
+            status,
+            message: err.to_string(),
+            os_errno: errno,
+            http_status: 0,
+            subject: None,
+        }
     }
 }
 

@@ -9,6 +9,7 @@ pub mod digest;
 pub mod drivers;
 pub mod error;
 pub mod ffi;
+pub mod inspect;
 pub mod log;
 pub mod pull;
 pub mod registry;

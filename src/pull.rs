@@ -10,14 +10,17 @@ use crate::digest;
 use crate::error::{Error, Result, ResultExt, Status};
 use crate::registry::access::combine_failures;
 use crate::registry::resolve::{Location, PullPlan};
+use crate::registry::retry::{human_duration, RequestPolicy, RetryPolicy, DEFAULT_STALL};
 use crate::registry::{
-    AccessContext, AccessOptions, BlobDesc, Platform, Reference, ResolvedImage, Source,
+    self, AccessContext, AccessOptions, BlobDesc, Platform, Reference, ResolvedImage, Source,
 };
 use crate::runtime::CancelFlag;
+use crate::store::lock::LockGuard;
 use crate::store::{layer_id_for, BigData, ImageInfo, NewImage, NewLayer, StagingDir, Store};
 use crate::unpack::{self, compression, ApplyOptions};
 use futures_util::StreamExt;
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,6 +46,13 @@ pub struct PullOptions {
     pub policy: PullPolicy,
     /// Layers fetched at once.
     pub parallel_layers: usize,
+    /// No byte from the registry for this long ends a request with TIMEOUT (a blob that was
+    /// arriving is resumed once more first).
+    pub stall_timeout: Duration,
+    /// The whole pull must end within this, else TIMEOUT. None: no limit.
+    pub deadline: Option<Duration>,
+    /// Retries of transient request failures.
+    pub retry: RetryPolicy,
 }
 
 impl Default for PullOptions {
@@ -52,6 +62,9 @@ impl Default for PullOptions {
             platform: None,
             policy: PullPolicy::Always,
             parallel_layers: 3,
+            stall_timeout: DEFAULT_STALL,
+            deadline: None,
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -106,15 +119,113 @@ impl ProgressSink {
     pub fn none() -> ProgressSink {
         ProgressSink(None)
     }
-    fn send(&self, p: Progress) {
+    pub(crate) fn send(&self, p: Progress) {
         if let Some(tx) = &self.0 {
             let _ = tx.send(p);
         }
     }
 }
 
-/// Pulls `reference` into `store`.
+/// Pulls `reference` into `store`. A failed, cancelled or timed-out pull leaves no partial
+/// layer, no staging directory and no held lock.
 pub async fn pull(
+    store: Arc<Store>,
+    reference: &str,
+    opts: &PullOptions,
+    progress: ProgressSink,
+    cancel: CancelFlag,
+) -> Result<ImageInfo> {
+    with_deadline(opts.deadline, &cancel, "the pull", |cancel| {
+        pull_now(store, reference, opts, progress, cancel)
+    })
+    .await
+}
+
+/// Runs `work` with a cancel flag that also fires at the deadline. The deadline cancels the way
+/// the caller would, so the same clean-up runs; only the status differs (TIMEOUT).
+pub(crate) async fn with_deadline<T, Fut>(
+    deadline: Option<Duration>,
+    cancel: &CancelFlag,
+    what: &str,
+    work: impl FnOnce(CancelFlag) -> Fut,
+) -> Result<T>
+where
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let Some(limit) = deadline else {
+        return work(cancel.clone()).await;
+    };
+    let inner = cancel.child();
+    let expired = Arc::new(AtomicBool::new(false));
+    let timer = {
+        let (inner, expired) = (inner.clone(), expired.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            expired.store(true, Ordering::SeqCst);
+            inner.cancel();
+        })
+    };
+    let result = work(inner).await;
+    timer.abort();
+    match result {
+        Err(_) if expired.load(Ordering::SeqCst) && !cancel.is_cancelled() => Err(Error::new(
+            Status::Timeout,
+            format!(
+                "{what} did not finish within its deadline of {}",
+                human_duration(limit)
+            ),
+        )),
+        other => other,
+    }
+}
+
+/// Opens the reference's primary location (for inspection: no mirrors, no search list beyond
+/// the first candidate), with the configuration files, credentials and request policy.
+pub(crate) async fn open_source(
+    parsed: &Reference,
+    opts: &PullOptions,
+    progress: &ProgressSink,
+    cancel: &CancelFlag,
+) -> Result<Source> {
+    let access = AccessContext::load(&opts.access)?;
+    let plan = access.plan(&parsed.to_string())?;
+    if let Some(ambiguity) = plan.ambiguity {
+        return Err(ambiguity);
+    }
+    let candidate = plan
+        .candidates
+        .first()
+        .ok_or_else(|| Error::not_found(format!("no registry to ask for {parsed}")))?;
+    access.admit(candidate)?;
+    let location = candidate
+        .locations
+        .last()
+        .ok_or_else(|| Error::not_found(format!("no location for {parsed}")))?;
+    let platform = opts.platform.clone().unwrap_or_else(Platform::host);
+    open_location(&access, location, &platform, opts, progress, cancel).await
+}
+
+/// Opens one location, retrying a registry that is briefly unreachable, and gives the source the
+/// request policy (retries, stall limit, cancellation) for all its requests.
+async fn open_location(
+    access: &AccessContext,
+    location: &Location,
+    platform: &Platform,
+    opts: &PullOptions,
+    progress: &ProgressSink,
+    cancel: &CancelFlag,
+) -> Result<Source> {
+    let requests = request_policy(opts, progress, cancel);
+    let mut source = requests
+        .run("opening the registry", "", || {
+            access.open(location, platform)
+        })
+        .await?;
+    source.set_request_policy(requests);
+    Ok(source)
+}
+
+async fn pull_now(
     store: Arc<Store>,
     reference: &str,
     opts: &PullOptions,
@@ -164,7 +275,7 @@ pub async fn pull(
     }
     let platform = opts.platform.clone().unwrap_or_else(Platform::host);
     let (parsed, source, resolved) = match locate(
-        &store, &access, &plan, &platform, &progress, &cancel, reference,
+        &store, &access, &plan, &platform, opts, &progress, &cancel, reference,
     )
     .await?
     {
@@ -200,11 +311,13 @@ enum Located {
 
 /// Tries every place the image may come from, in order — each candidate of a short name, and
 /// for each its mirrors then its primary location — and takes the first that serves it.
+#[allow(clippy::too_many_arguments)]
 async fn locate(
     store: &Arc<Store>,
     access: &AccessContext,
     plan: &PullPlan,
     platform: &Platform,
+    opts: &PullOptions,
     progress: &ProgressSink,
     cancel: &CancelFlag,
     reference: &str,
@@ -223,6 +336,7 @@ async fn locate(
                 &candidate.reference,
                 location,
                 platform,
+                opts,
                 progress,
                 cancel,
             )
@@ -253,20 +367,19 @@ async fn locate(
 }
 
 /// Opens one location and resolves the image there (or finds it already stored).
+#[allow(clippy::too_many_arguments)]
 async fn try_location(
     store: &Arc<Store>,
     access: &AccessContext,
     parsed: &Reference,
     location: &Location,
     platform: &Platform,
+    opts: &PullOptions,
     progress: &ProgressSink,
     cancel: &CancelFlag,
 ) -> Result<Located> {
     let name = parsed.storage_name();
-    let source = Arc::new(tokio::select! {
-        s = access.open(location, platform) => s?,
-        _ = cancel.cancelled() => return Err(Error::cancelled()),
-    });
+    let source = Arc::new(open_location(access, location, platform, opts, progress, cancel).await?);
 
     // Warm pull: the reference still points at what we have; only add the name.
     let top = tokio::select! {
@@ -301,6 +414,32 @@ async fn try_location(
         source,
         Box::new(resolved),
     ))
+}
+
+/// Retries as the options say, every wait bounded by the stall limit and the cancel flag, and
+/// each retry reported as a RETRYING event.
+fn request_policy(
+    opts: &PullOptions,
+    progress: &ProgressSink,
+    cancel: &CancelFlag,
+) -> RequestPolicy {
+    let sink = progress.clone();
+    RequestPolicy {
+        retry: opts.retry,
+        stall: opts.stall_timeout,
+        cancel: cancel.clone(),
+        on_retry: Some(Arc::new(move |n: &registry::retry::RetryNotice| {
+            sink.send(Progress::Retrying {
+                digest: n.digest.clone(),
+                message: format!(
+                    "retry {} in {}: {}",
+                    n.retry,
+                    human_duration(n.delay),
+                    n.error.message
+                ),
+            })
+        })),
+    }
 }
 
 async fn add_name(store: &Arc<Store>, id: &str, name: &str) -> Result<ImageInfo> {
@@ -513,10 +652,13 @@ async fn fetch_layers(
                 )
                 .await;
                 if let Err(e) = &r {
-                    progress.send(Progress::Failed {
-                        digest: desc.digest.clone(),
-                        message: e.message.clone(),
-                    });
+                    // A layer stopped because another one failed is not a failure of its own.
+                    if e.status != Status::Cancelled {
+                        progress.send(Progress::Failed {
+                            digest: desc.digest.clone(),
+                            message: e.message.clone(),
+                        });
+                    }
                     abort.cancel();
                 }
                 r
@@ -525,9 +667,10 @@ async fn fetch_layers(
         handles.push(tokio::spawn(task));
         if parallel == 1 {
             // vfs: a layer starts from its parent's committed tree, so fetch and commit in order.
-            let h = handles.pop().unwrap();
-            let (staging, new) = join(h).await?;
-            commit(store, staging, new, &layer.desc, progress).await?;
+            if let Some(h) = handles.pop() {
+                let fetched = join(h).await?;
+                commit(store, fetched, &layer.desc, progress, cancel).await?;
+            }
         }
     }
     let mut first_err: Option<Error> = None;
@@ -535,14 +678,14 @@ async fn fetch_layers(
     for (h, layer) in handles.into_iter().zip(plan.iter()) {
         let r = join(h).await;
         match r {
-            Ok((staging, new)) if committed_ok && first_err.is_none() => {
-                if let Err(e) = commit(store, staging, new, &layer.desc, progress).await {
+            Ok(fetched) if committed_ok && first_err.is_none() => {
+                if let Err(e) = commit(store, fetched, &layer.desc, progress, cancel).await {
                     abort.cancel();
                     committed_ok = false;
                     first_err = Some(e);
                 }
             }
-            Ok(_) => {} // dropped: its staging directory goes away
+            Ok(_) => {} // dropped: its staging directory goes away, its blob lock is released
             Err(e) => {
                 if first_err
                     .as_ref()
@@ -565,25 +708,79 @@ async fn fetch_layers(
     }
 }
 
-async fn join(
-    h: tokio::task::JoinHandle<Result<(StagingDir, NewLayer)>>,
-) -> Result<(StagingDir, NewLayer)> {
+/// What fetching one layer produced.
+#[allow(clippy::large_enum_variant)] // one per layer, moved a few times
+enum Fetched {
+    /// Extracted and checked, waiting to be committed; the blob's lock is held until then.
+    Staged {
+        staging: StagingDir,
+        new: NewLayer,
+        _blob_lock: LockGuard,
+    },
+    /// Another process (or pull) committed the layer while we waited for the blob's lock.
+    Present,
+}
+
+async fn join(h: tokio::task::JoinHandle<Result<Fetched>>) -> Result<Fetched> {
     joined(h.await)
 }
 
 async fn commit(
     store: &Arc<Store>,
-    staging: StagingDir,
-    new: NewLayer,
+    fetched: Fetched,
     desc: &BlobDesc,
     progress: &ProgressSink,
+    cancel: &CancelFlag,
 ) -> Result<()> {
-    let s = store.clone();
-    blocking(move || s.commit_layer(new, &staging)).await?;
-    progress.send(Progress::Done {
-        digest: desc.digest.clone(),
-    });
+    // Nothing new enters the store once the caller has cancelled.
+    cancel.check()?;
+    match fetched {
+        Fetched::Staged {
+            staging,
+            new,
+            _blob_lock,
+        } => {
+            let s = store.clone();
+            blocking(move || {
+                s.commit_layer(new, &staging)?;
+                // The lock goes only once the layer is in the store: a waiting process then
+                // finds it there.
+                drop(_blob_lock);
+                Ok(())
+            })
+            .await?;
+            progress.send(Progress::Done {
+                digest: desc.digest.clone(),
+            });
+        }
+        Fetched::Present => progress.send(Progress::Skipped {
+            digest: desc.digest.clone(),
+        }),
+    }
     Ok(())
+}
+
+/// Waits for the blob's per-digest lock (another process may be fetching the same blob),
+/// polling so that a cancel or the deadline still ends the wait.
+async fn lock_blob(store: &Arc<Store>, digest: &str, abort: &CancelFlag) -> Result<LockGuard> {
+    let mut logged = false;
+    loop {
+        let s = store.clone();
+        let d = digest.to_string();
+        if let Some(guard) = blocking(move || s.try_lock_blob(&d)).await? {
+            return Ok(guard);
+        }
+        if !logged {
+            crate::log::debug(format!(
+                "blob {digest} is being fetched by another pull; waiting for it"
+            ));
+            logged = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = abort.cancelled() => return Err(Error::cancelled()),
+        }
+    }
 }
 
 /// Streams one blob into a staging directory: download → verify → decompress → extract.
@@ -597,7 +794,13 @@ async fn fetch_one(
     diff_id: &str,
     progress: &ProgressSink,
     abort: &CancelFlag,
-) -> Result<(StagingDir, NewLayer)> {
+) -> Result<Fetched> {
+    let blob_lock = lock_blob(store, &desc.digest, abort).await?;
+    let s = store.clone();
+    let i = id.to_string();
+    if blocking(move || s.has_layer(&i)).await? {
+        return Ok(Fetched::Present);
+    }
     let s = store.clone();
     let parent_owned = parent.map(String::from);
     let staging = blocking(move || {
@@ -641,6 +844,7 @@ async fn fetch_one(
     let total = desc.size.max(0) as u64;
     let mut done = 0u64;
     let mut last = Instant::now() - Duration::from_secs(1);
+    let mut extractor_quit = false;
     let pump: Result<()> = async {
         while let Some(chunk) = stream.next().await {
             abort.check()?;
@@ -655,13 +859,14 @@ async fn fetch_one(
                 });
             }
             if tx.send(Ok(chunk)).await.is_err() {
-                break; // the extractor stopped; its error tells why
+                extractor_quit = true; // its error tells why
+                break;
             }
         }
         Ok(())
     }
     .await;
-    if let Err(e) = pump {
+    if let Err(e) = &pump {
         let _ = tx.send(Err(e.clone())).await;
     }
     drop(tx);
@@ -670,7 +875,22 @@ async fn fetch_one(
         done,
         total,
     });
-    let (stats, compression) = joined(extract.await)?;
+    progress.send(Progress::Extracting {
+        digest: desc.digest.clone(),
+    });
+    let (stats, compression) = match (joined(extract.await), pump) {
+        (Ok(r), Ok(())) => r,
+        // The download failed (digest, network, stall, cancel): the extractor's complaint
+        // about the bytes it got (a bad gzip checksum, a short archive) is only a consequence.
+        (_, Err(download_error)) => return Err(download_error),
+        (Err(e), Ok(())) if extractor_quit && is_content_error(&e) => {
+            // Content the extractor refuses may simply not be the blob the manifest names (a
+            // corrupt gzip stream fails before its digest could be checked): read the rest to
+            // tell the two apart, and report the digest first.
+            return Err(digest_error_in_rest(&mut stream, abort).await.unwrap_or(e));
+        }
+        (Err(e), Ok(())) => return Err(e),
+    };
     progress.send(Progress::Verifying {
         digest: desc.digest.clone(),
     });
@@ -695,7 +915,38 @@ async fn fetch_one(
         uids: stats.uids,
         gids: stats.gids,
     };
-    Ok((staging, new))
+    Ok(Fetched::Staged {
+        staging,
+        new,
+        _blob_lock: blob_lock,
+    })
+}
+
+/// An extraction error that bad bytes can cause (not a full disk, not a cancel).
+fn is_content_error(e: &Error) -> bool {
+    match e.status {
+        Status::UnsafeArchive | Status::InvalidArgument | Status::Unsupported => true,
+        Status::Io => e.os_errno == 0,
+        _ => false,
+    }
+}
+
+/// Reads the rest of a verified blob stream; its DIGEST_MISMATCH, if the blob has one.
+async fn digest_error_in_rest(
+    stream: &mut crate::registry::BlobStream,
+    abort: &CancelFlag,
+) -> Option<Error> {
+    while let Some(item) = stream.next().await {
+        if abort.is_cancelled() {
+            return None;
+        }
+        match item {
+            Ok(_) => {}
+            Err(e) if e.status == Status::DigestMismatch => return Some(e),
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 /// Reads the chunks the download pump sends; errors (digest mismatch, cancel) surface as read errors.

@@ -13,9 +13,11 @@
 pub mod container;
 pub mod error;
 pub mod image;
+pub mod inspect;
 pub mod layer;
 pub mod log;
 pub mod pull;
+pub mod pull_op;
 pub mod store;
 pub mod version;
 

@@ -7,9 +7,11 @@ use crate::config::auth::Credential;
 use crate::error::{Error, Status};
 use crate::pull::{Progress, ProgressSink, PullOptions, PullPolicy};
 use crate::registry::Platform;
-use crate::runtime::{run_blocking, CancelFlag};
+use crate::runtime::{run_blocking, CancelFlag, NextEvent, Operation};
+use crate::store::ImageInfo;
 use std::ffi::{c_char, c_void, CString};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Pull policy: ask the registry, fetch what is missing (default).
 pub const CIMAGE_PULL_POLICY_ALWAYS: i32 = 0;
@@ -69,13 +71,14 @@ pub struct cimage_cancel_token {
     flag: CancelFlag,
 }
 
-/// Options for `cimage_store_pull`. Not thread-safe while being changed; may be shared read-only by
-/// concurrent pulls (then they share the callback and the token too).
+/// Options for `cimage_store_pull`, `cimage_store_pull_start`, `cimage_inspect` and
+/// `cimage_list_tags`. Not thread-safe while being changed; may be shared read-only by concurrent
+/// calls (then they share the callback and the token too).
 pub struct cimage_pull_options {
-    opts: PullOptions,
+    pub(crate) opts: PullOptions,
     progress: cimage_progress_cb,
     user_data: *mut c_void,
-    cancel: Option<CancelFlag>,
+    pub(crate) cancel: Option<CancelFlag>,
 }
 
 /// New pull options: host platform, policy ALWAYS, no callback; TLS, credentials, registries and
@@ -299,6 +302,62 @@ pub unsafe extern "C" fn cimage_pull_options_set_policy(
     })
 }
 
+/// No byte from the registry for `ms` milliseconds ends a request with CIMAGE_STATUS_TIMEOUT
+/// (a blob that was arriving is first resumed once more with a Range request). Default 30000;
+/// 0 means no stall limit. Errors: NULL_ARGUMENT.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cimage_pull_options_set_stall_timeout_ms(
+    opts: *mut cimage_pull_options,
+    ms: u64,
+    err: *mut *mut cimage_error,
+) -> Status {
+    boundary(err, || {
+        unsafe { opts_mut(opts) }?.opts.stall_timeout = if ms == 0 {
+            NO_LIMIT
+        } else {
+            Duration::from_millis(ms)
+        };
+        Ok(())
+    })
+}
+
+/// The whole call must end within `ms` milliseconds, else it stops, cleans up like a cancel and
+/// returns CIMAGE_STATUS_TIMEOUT. Default and 0: no deadline. Errors: NULL_ARGUMENT.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cimage_pull_options_set_deadline_ms(
+    opts: *mut cimage_pull_options,
+    ms: u64,
+    err: *mut *mut cimage_error,
+) -> Status {
+    boundary(err, || {
+        unsafe { opts_mut(opts) }?.opts.deadline = (ms != 0).then(|| Duration::from_millis(ms));
+        Ok(())
+    })
+}
+
+/// How many times a request that failed transiently (connection error, HTTP 5xx, 429) or a blob
+/// body that broke off without progress is retried, with exponential backoff from 200 ms.
+/// Default 4; 0 disables retries. Errors: NULL_ARGUMENT, INVALID_ARGUMENT (over 100).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cimage_pull_options_set_max_retries(
+    opts: *mut cimage_pull_options,
+    retries: u32,
+    err: *mut *mut cimage_error,
+) -> Status {
+    boundary(err, || {
+        if retries > 100 {
+            return Err(Error::invalid(format!(
+                "{retries} retries is too many (at most 100)"
+            )));
+        }
+        unsafe { opts_mut(opts) }?.opts.retry.max_retries = retries;
+        Ok(())
+    })
+}
+
+/// "No limit" for the stall timeout: a century.
+const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Sets (or, with a NULL `cb`, clears) the progress callback and its `user_data`.
 /// Errors: NULL_ARGUMENT.
 #[unsafe(no_mangle)]
@@ -356,7 +415,7 @@ pub unsafe extern "C" fn cimage_cancel_token_free(token: *mut cimage_cancel_toke
     getter((), || unsafe { super::free_box(token) })
 }
 
-fn event_parts(p: &Progress) -> (i32, Option<&str>, Option<&str>, u64, u64) {
+pub(crate) fn event_parts(p: &Progress) -> (i32, Option<&str>, Option<&str>, u64, u64) {
     match p {
         Progress::Resolving { reference } => {
             (CIMAGE_PROGRESS_RESOLVING, None, Some(reference), 0, 0)
@@ -376,9 +435,14 @@ fn event_parts(p: &Progress) -> (i32, Option<&str>, Option<&str>, u64, u64) {
         Progress::Extracting { digest } => (CIMAGE_PROGRESS_EXTRACTING, Some(digest), None, 0, 0),
         Progress::Done { digest } => (CIMAGE_PROGRESS_DONE, Some(digest), None, 0, 0),
         Progress::Skipped { digest } => (CIMAGE_PROGRESS_SKIPPED, Some(digest), None, 0, 0),
-        Progress::Retrying { digest, message } => {
-            (CIMAGE_PROGRESS_RETRYING, Some(digest), Some(message), 0, 0)
-        }
+        Progress::Retrying { digest, message } => (
+            CIMAGE_PROGRESS_RETRYING,
+            // A retried request for a tag or the API root has no digest.
+            Some(digest.as_str()).filter(|d| !d.is_empty()),
+            Some(message),
+            0,
+            0,
+        ),
         Progress::Failed { digest, message } => {
             (CIMAGE_PROGRESS_FAILED, Some(digest), Some(message), 0, 0)
         }
@@ -389,16 +453,129 @@ fn event_parts(p: &Progress) -> (i32, Option<&str>, Option<&str>, u64, u64) {
     }
 }
 
+/// A progress event and the strings it points to, kept alive together.
+pub(crate) struct OwnedEvent {
+    _digest: Option<CString>,
+    _message: Option<CString>,
+    pub(crate) event: cimage_progress,
+}
+
+impl OwnedEvent {
+    pub(crate) fn new(p: &Progress) -> Box<OwnedEvent> {
+        let (kind, digest, message, done, total) = event_parts(p);
+        let digest = digest.map(|d| CString::new(d).unwrap_or_default());
+        let message = message.map(|m| CString::new(m.replace('\0', " ")).unwrap_or_default());
+        let event = cimage_progress {
+            struct_size: std::mem::size_of::<cimage_progress>() as u32,
+            kind,
+            digest: digest
+                .as_ref()
+                .map(|c| c.as_ptr())
+                .unwrap_or(std::ptr::null()),
+            message: message
+                .as_ref()
+                .map(|c| c.as_ptr())
+                .unwrap_or(std::ptr::null()),
+            bytes_done: done,
+            bytes_total: total,
+        };
+        // The CStrings' heap buffers do not move when they are moved into the box.
+        Box::new(OwnedEvent {
+            _digest: digest,
+            _message: message,
+            event,
+        })
+    }
+}
+
+/// What a C call that runs registry work needs from its options: a copy of the settings, the
+/// cancel flag for this call (a child of the options' token) and the callback.
+pub(crate) struct CallSettings {
+    pub(crate) opts: PullOptions,
+    pub(crate) cancel: CancelFlag,
+    pub(crate) progress: cimage_progress_cb,
+    pub(crate) user_data: *mut c_void,
+}
+
+impl CallSettings {
+    pub(crate) fn from(opts: *const cimage_pull_options) -> CallSettings {
+        let o = unsafe { opts.as_ref() };
+        CallSettings {
+            opts: o.map(|o| o.opts.clone()).unwrap_or_default(),
+            cancel: o.and_then(|o| o.cancel.clone()).unwrap_or_default().child(),
+            progress: o.and_then(|o| o.progress),
+            user_data: o.map(|o| o.user_data).unwrap_or(std::ptr::null_mut()),
+        }
+    }
+
+    /// Runs registry work on the runtime, handing its events to the callback on this thread.
+    pub(crate) fn run_blocking<T, Fut>(
+        self,
+        work: impl FnOnce(PullOptions, ProgressSink, CancelFlag) -> Fut,
+    ) -> crate::Result<T>
+    where
+        T: Send + 'static,
+        Fut: std::future::Future<Output = crate::Result<T>> + Send + 'static,
+    {
+        let CallSettings {
+            opts,
+            cancel,
+            progress,
+            user_data,
+        } = self;
+        let c2 = cancel.clone();
+        run_blocking(
+            &cancel,
+            move |tx| work(opts, ProgressSink::new(tx), c2),
+            |ev: &Progress| {
+                let Some(f) = progress else { return true };
+                let owned = OwnedEvent::new(ev);
+                // SAFETY: the caller's callback with the caller's user_data, on the caller's thread.
+                unsafe { f(user_data, &owned.event) == 0 }
+            },
+        )
+    }
+}
+
+/// Starts a pull as an operation on the runtime: the one code path of the blocking and the
+/// non-blocking pull.
+pub(crate) fn start_pull(
+    store: *mut cimage_store,
+    reference: *const c_char,
+    opts: *const cimage_pull_options,
+) -> crate::Result<(Operation<ImageInfo, Progress>, String, CallSettings)> {
+    let s = unsafe { handle(store, "store") }?.store.clone();
+    let reference = unsafe { str_arg(reference, "reference") }?.to_string();
+    let settings = CallSettings::from(opts);
+    let (pull_opts, cancel) = (settings.opts.clone(), settings.cancel.clone());
+    let r = reference.clone();
+    let op = Operation::start(settings.cancel.clone(), move |tx| async move {
+        crate::pull::pull(s, &r, &pull_opts, ProgressSink::new(tx), cancel).await
+    })?;
+    Ok((op, reference, settings))
+}
+
+/// Names the reference as the error's subject when nothing more precise was set.
+pub(crate) fn with_reference(e: Error, reference: &str) -> Error {
+    if e.subject.is_none() {
+        e.with_subject(reference.to_string())
+    } else {
+        e
+    }
+}
+
 /// Pulls an image into the store: `docker://REF`, `oci:DIR[:TAG]`, or a bare name (`alpine` means
 /// docker.io/library/alpine:latest). Blocks until done; progress callbacks run on this thread.
 /// `opts` may be NULL (defaults). If `image_out` is not NULL it receives the image, to free with
-/// `cimage_image_free`.
+/// `cimage_image_free`. Built on the same operation as `cimage_store_pull_start`.
 ///
 /// Errors: NULL_ARGUMENT, INVALID_ARGUMENT (malformed reference), NOT_FOUND (platform, or policy
-/// NEVER), MANIFEST_UNKNOWN, NETWORK, AUTH_REQUIRED, AUTH_FAILED, REGISTRY, DIGEST_MISMATCH,
-/// UNSAFE_ARCHIVE (hostile layer: nothing is registered), UNSUPPORTED, NO_SPACE, CANCELLED, IO,
-/// POLICY_REJECTED (the signature policy refuses the image, or registries.conf blocks its
-/// registry), CONFIG (a malformed registries.conf, policy.json, auth file or certs.d directory).
+/// NEVER), MANIFEST_UNKNOWN, NETWORK, TIMEOUT (stall limit or deadline), AUTH_REQUIRED,
+/// AUTH_FAILED, REGISTRY, DIGEST_MISMATCH, UNSAFE_ARCHIVE (hostile layer: nothing is registered),
+/// UNSUPPORTED, NO_SPACE, CANCELLED, IO, POLICY_REJECTED (the signature policy refuses the image,
+/// or registries.conf blocks its registry), CONFIG (a malformed registries.conf, policy.json, auth
+/// file or certs.d directory). A failed, cancelled or timed-out pull leaves no partial layer, no
+/// staging directory and no held lock.
 ///
 /// A bare name without registry is resolved through registries.conf: an alias, else each
 /// unqualified-search registry in order (docker.io when none is configured); an ambiguous name in
@@ -416,52 +593,22 @@ pub unsafe extern "C" fn cimage_store_pull(
         if !image_out.is_null() {
             unsafe { *image_out = std::ptr::null_mut() };
         }
-        let s = unsafe { handle(store, "store") }?.store.clone();
-        let reference = unsafe { str_arg(reference, "reference") }?.to_string();
-        let o = unsafe { opts.as_ref() };
-        let pull_opts = o.map(|o| o.opts.clone()).unwrap_or_default();
-        let cancel = o.and_then(|o| o.cancel.clone()).unwrap_or_default().child();
-        let (cb, user_data) = o
-            .map(|o| (o.progress, o.user_data))
-            .unwrap_or((None, std::ptr::null_mut()));
-        let c2 = cancel.clone();
-        let r = reference.clone();
-        let image = run_blocking(
-            &cancel,
-            move |tx| async move {
-                crate::pull::pull(s, &r, &pull_opts, ProgressSink::new(tx), c2).await
-            },
-            |ev: &Progress| {
-                let Some(f) = cb else { return true };
-                let (kind, digest, message, done, total) = event_parts(ev);
-                let digest = digest.map(|d| CString::new(d).unwrap_or_default());
-                let message =
-                    message.map(|m| CString::new(m.replace('\0', " ")).unwrap_or_default());
-                let event = cimage_progress {
-                    struct_size: std::mem::size_of::<cimage_progress>() as u32,
-                    kind,
-                    digest: digest
-                        .as_ref()
-                        .map(|c| c.as_ptr())
-                        .unwrap_or(std::ptr::null()),
-                    message: message
-                        .as_ref()
-                        .map(|c| c.as_ptr())
-                        .unwrap_or(std::ptr::null()),
-                    bytes_done: done,
-                    bytes_total: total,
-                };
-                // SAFETY: the caller's callback with the caller's user_data, on the caller's thread.
-                unsafe { f(user_data, &event) == 0 }
-            },
-        )
-        .map_err(|e| {
-            if e.subject.is_none() {
-                e.with_subject(reference.clone())
-            } else {
-                e
+        let (mut op, reference, settings) = start_pull(store, reference, opts)?;
+        loop {
+            match op.next_event(None) {
+                NextEvent::Event(ev) => {
+                    let Some(f) = settings.progress else { continue };
+                    let owned = OwnedEvent::new(&ev);
+                    // SAFETY: the caller's callback and user_data, on the caller's thread.
+                    if unsafe { f(settings.user_data, &owned.event) } != 0 {
+                        settings.cancel.cancel();
+                    }
+                }
+                NextEvent::Timeout => {}
+                NextEvent::Done => break,
             }
-        })?;
+        }
+        let image = op.finish().map_err(|e| with_reference(e, &reference))?;
         if !image_out.is_null() {
             unsafe { *image_out = image_handle(&image) };
         }

@@ -30,6 +30,22 @@ impl LayoutSource {
         Ok(source)
     }
 
+    /// The image names (ref.name annotations) of index.json, sorted.
+    pub fn names(&self) -> Result<Vec<String>> {
+        let path = self.dir.join("index.json");
+        let bytes = read_limited(&path, "index.json")?;
+        let entries = super::manifest::parse_index(&bytes, Status::InvalidArgument)
+            .map_err(|e| e.context(path.display()))?;
+        let mut names: Vec<String> = entries
+            .iter()
+            .filter_map(Descriptor::ref_name)
+            .map(String::from)
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        Ok(names)
+    }
+
     /// The index.json entry the reference names: by ref.name annotation when a tag was
     /// given, else the only entry.
     pub fn top_descriptor(&self) -> Result<Descriptor> {

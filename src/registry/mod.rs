@@ -13,6 +13,7 @@ pub mod manifest;
 mod platform;
 mod reference;
 pub mod resolve;
+pub mod retry;
 mod verify;
 
 pub use access::{AccessContext, AccessOptions};
@@ -91,6 +92,8 @@ pub struct SourceContext {
     platform: Platform,
     /// Where the credentials presented to the registry came from; None: anonymous.
     credential_source: Option<String>,
+    /// Retries, stall limit and cancellation for every request (`set_request_policy`).
+    requests: retry::RequestPolicy,
 }
 
 impl Source {
@@ -114,6 +117,7 @@ impl Source {
             },
             platform: opts.platform.clone(),
             credential_source: connection.credential.as_ref().map(|f| f.source.clone()),
+            requests: retry::RequestPolicy::default(),
         };
         let opened = match reference {
             Reference::Docker(r) => RegistrySource::open(r, connection)
@@ -128,6 +132,23 @@ impl Source {
         match self {
             Source::Registry(_, c) | Source::Layout(_, c) => c,
         }
+    }
+
+    /// How this source's requests retry, time out and get cancelled (default: 4 retries,
+    /// 30 s stall limit, never cancelled).
+    pub fn set_request_policy(&mut self, policy: retry::RequestPolicy) {
+        match self {
+            Source::Registry(_, c) | Source::Layout(_, c) => c.requests = policy,
+        }
+    }
+
+    /// The repository's tags (registry), or the layout's image names.
+    pub async fn tags(&self) -> Result<Vec<String>> {
+        let result = match self {
+            Source::Registry(s, c) => s.tags(&c.requests).await,
+            Source::Layout(s, _) => s.names(),
+        };
+        result.map_err(|e| annotate(e, self.name(), "listing the tags of"))
     }
 
     /// The reference in transport form.
@@ -152,7 +173,7 @@ impl Source {
     /// registry tags, no request at all for digest references.
     pub async fn top_digest(&self) -> Result<String> {
         let result = match self {
-            Source::Registry(s, _) => s.top_digest().await,
+            Source::Registry(s, c) => s.top_digest(&c.requests).await,
             Source::Layout(s, _) => s.top_descriptor().map(|d| d.digest),
         };
         result.map_err(|e| annotate(e, self.name(), "looking up the digest of"))
@@ -175,8 +196,8 @@ impl Source {
             Kind::Index(_) => {
                 let entries = manifest::parse_index(&top, malformed)?;
                 let entry = manifest::choose_from_index(&entries, &self.context().platform)?;
-                let (entry_digest, _) = entry.checked("index entry", malformed)?;
-                let bytes = self.document(entry_digest).await?;
+                let (entry_digest, entry_size) = entry.checked("index entry", malformed)?;
+                let bytes = self.document(entry_digest, entry_size).await?;
                 manifest::verify_document(&bytes, Some(entry_digest), "manifest")?;
                 let media_type = match manifest::detect_kind(&bytes, malformed)? {
                     Kind::Manifest(media_type) => media_type,
@@ -230,7 +251,7 @@ impl Source {
     async fn top_document(&self) -> Result<(Vec<u8>, String)> {
         match self {
             Source::Registry(s, context) => {
-                let bytes = s.manifest(None).await?;
+                let bytes = s.manifest(None, None, &context.requests).await?;
                 let digest = manifest::verify_document(
                     &bytes,
                     context.pinned_digest.as_deref(),
@@ -248,10 +269,10 @@ impl Source {
         }
     }
 
-    /// A manifest by digest, unverified.
-    async fn document(&self, digest_str: &str) -> Result<Vec<u8>> {
+    /// A manifest by digest, unverified; `size` is what the index entry says.
+    async fn document(&self, digest_str: &str, size: u64) -> Result<Vec<u8>> {
         match self {
-            Source::Registry(s, _) => s.manifest(Some(digest_str)).await,
+            Source::Registry(s, c) => s.manifest(Some(digest_str), Some(size), &c.requests).await,
             Source::Layout(s, _) => s.document(digest_str),
         }
     }
@@ -298,7 +319,10 @@ impl Source {
             ))
         })?;
         let raw = match self {
-            Source::Registry(s, _) => s.blob(&desc.digest, size, &desc.media_type).await?,
+            Source::Registry(s, c) => {
+                s.blob(&desc.digest, size, &desc.media_type, &c.requests)
+                    .await?
+            }
             Source::Layout(s, _) => s.blob(&desc.digest)?,
         };
         Ok(Box::pin(verify::VerifiedStream::new(

@@ -3,6 +3,7 @@
 //! written only under its exclusive lock with a fresh token (§5). Locks are taken in the order
 //! storage → layers → (mountpoints, a leaf) → images → containers and held briefly.
 
+pub mod blob_locks;
 pub mod files;
 pub mod lock;
 pub mod records;
