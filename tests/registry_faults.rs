@@ -60,7 +60,10 @@ impl Pulled {
 /// Quick retries so that the tests stay short; the same code paths as the defaults.
 fn fast_options() -> PullOptions {
     PullOptions {
-        tls_verify: false,
+        access: cimage::registry::AccessOptions {
+            tls_verify: Some(false),
+            ..Default::default()
+        },
         retry: RetryPolicy {
             max_retries: 4,
             initial_delay: Duration::from_millis(50),
