@@ -441,13 +441,26 @@ impl Store {
                 ));
                 self.driver.remove_layer(id)?;
                 let _ = std::fs::remove_file(self.tar_split_path(id));
+                let _ = std::fs::remove_dir_all(self.layers_dir().join(id));
             }
             st.layers.records.retain(|l| !l.is_incomplete());
             st.layers.save(&g, self.config.sync)?;
         }
         // Temporary files of interrupted atomic writes (§6.1): removable under the lock.
         remove_temp_files(&self.layers_dir());
+        self.recover_mounts(&mut st)?;
         drop(g);
+        {
+            let _ig = st.images.lock(true)?;
+            remove_temp_files(&self.images_dir());
+            for image in &st.images.records {
+                remove_temp_files(&self.images_dir().join(&image.id));
+            }
+        }
+        {
+            let _cg = st.containers.lock(true)?;
+            remove_temp_files(&self.containers_dir());
+        }
         drop(st);
         let tmp = self.staging_root();
         if let Ok(rd) = std::fs::read_dir(&tmp) {
@@ -474,6 +487,41 @@ impl Store {
         }
         if self.driver.kind() == DriverKind::Overlay {
             let _ = std::fs::remove_dir(&tmp); // only when empty: live pulls keep theirs
+        }
+        Ok(())
+    }
+
+    /// Drops mount counts that no longer describe a mount (the caller holds layers.lock
+    /// exclusively, so no mount or unmount is half-way): counts of layers that are gone, counts
+    /// of zero or less, and — overlay only, where the kernel says what is mounted — counts whose
+    /// mount point is not mounted any more (a process killed between unmounting and saving the
+    /// count, a mount namespace that died, a persistent run root after a reboot). Without this a
+    /// stale count keeps a container "mounted" and undeletable forever.
+    fn recover_mounts(&self, st: &mut State) -> Result<()> {
+        let mg = st.mounts.lock(true)?;
+        remove_temp_files(st.mounts.path.parent().unwrap_or(Path::new("/")));
+        let overlay = self.driver.kind() == DriverKind::Overlay;
+        let layers = &st.layers.records;
+        let before = st.mounts.records.len();
+        st.mounts.records.retain(|m| {
+            let known = layers.iter().any(|l| l.id == m.id);
+            let live = m.count > 0 && (!overlay || self.driver.is_mounted(&m.id));
+            if !(known && live) {
+                crate::log::info(format!(
+                    "dropping stale mount count {} of layer {} ({})",
+                    m.count,
+                    m.id,
+                    if known {
+                        "not mounted"
+                    } else {
+                        "no such layer"
+                    }
+                ));
+            }
+            known && live
+        });
+        if st.mounts.records.len() != before {
+            st.mounts.save(&mg, self.config.sync)?;
         }
         Ok(())
     }
