@@ -781,6 +781,15 @@ cimage_status cimage_pull_options_set_policy(struct cimage_pull_options *opts,
                                              struct cimage_error **err);
 
 /**
+ * Caps what the image may unpack to: the sum of its layers' uncompressed tar streams, in bytes
+ * (default 64 GiB). A pull that would pass it stops with UNSAFE_ARCHIVE and leaves the store as
+ * it was; this is what stops a decompression bomb. Errors: NULL_ARGUMENT, INVALID_ARGUMENT (0).
+ */
+cimage_status cimage_pull_options_set_max_unpacked_size(struct cimage_pull_options *opts,
+                                                        uint64_t bytes,
+                                                        struct cimage_error **err);
+
+/**
  * Sets (or, with a NULL `cb`, clears) the progress callback and its `user_data`.
  * Errors: NULL_ARGUMENT.
  */

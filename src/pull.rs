@@ -38,6 +38,8 @@ pub struct PullOptions {
     pub policy: PullPolicy,
     /// Layers fetched at once.
     pub parallel_layers: usize,
+    /// Most bytes the image's layers may unpack to (uncompressed tar streams, summed).
+    pub max_unpacked_size: u64,
 }
 
 impl Default for PullOptions {
@@ -47,6 +49,7 @@ impl Default for PullOptions {
             platform: None,
             policy: PullPolicy::Always,
             parallel_layers: 3,
+            max_unpacked_size: unpack::DEFAULT_MAX_UNPACKED_SIZE,
         }
     }
 }
@@ -317,6 +320,10 @@ fn new_image(reference: &Reference, r: &ResolvedImage) -> Result<NewImage> {
     })
 }
 
+/// More layers than any real image has (overlay mounts at most 500): each costs a staging
+/// directory, a store lookup and a task.
+const MAX_LAYERS: usize = 1000;
+
 struct PlannedLayer {
     id: String,
     parent: Option<String>,
@@ -339,6 +346,15 @@ async fn fetch_layers(
                 "the manifest lists {} layers but the config {} diff IDs",
                 r.layers.len(),
                 r.diff_ids.len()
+            ),
+        ));
+    }
+    if r.layers.len() > MAX_LAYERS {
+        return Err(Error::new(
+            Status::Unsupported,
+            format!(
+                "the image has {} layers; at most {MAX_LAYERS} are accepted",
+                r.layers.len()
             ),
         ));
     }
@@ -374,16 +390,19 @@ async fn fetch_layers(
     };
     // One failure stops the other layers too.
     let abort = cancel.child();
+    // Shared by the layers: the cap is on the whole image.
+    let size_budget = unpack::SizeBudget::new(opts.max_unpacked_size);
     let sem = Arc::new(tokio::sync::Semaphore::new(parallel));
     let mut handles = Vec::new();
     for layer in &plan {
         let task = {
-            let (store, source, progress, abort, sem) = (
+            let (store, source, progress, abort, sem, size_budget) = (
                 store.clone(),
                 source.clone(),
                 progress.clone(),
                 abort.clone(),
                 sem.clone(),
+                size_budget.clone(),
             );
             let (id, parent, desc, diff_id) = (
                 layer.id.clone(),
@@ -406,6 +425,7 @@ async fn fetch_layers(
                     &diff_id,
                     &progress,
                     &abort,
+                    size_budget,
                 )
                 .await;
                 if let Err(e) = &r {
@@ -493,6 +513,7 @@ async fn fetch_one(
     diff_id: &str,
     progress: &ProgressSink,
     abort: &CancelFlag,
+    size_budget: unpack::SizeBudget,
 ) -> Result<(StagingDir, NewLayer)> {
     let s = store.clone();
     let parent_owned = parent.map(String::from);
@@ -523,6 +544,7 @@ async fn fetch_one(
             let (kind, decoded) = compression::decompress(&mut reader)?;
             let opts = ApplyOptions {
                 whiteouts,
+                size_budget,
                 ..ApplyOptions::default()
             };
             let stats = unpack::apply_layer(decoded, &tree, &opts, Some(&mut tar_split))?;
