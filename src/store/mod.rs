@@ -3,6 +3,7 @@
 //! written only under its exclusive lock with a fresh token (§5). Locks are taken in the order
 //! storage → layers → (mountpoints, a leaf) → images → containers and held briefly.
 
+pub mod check;
 pub mod files;
 pub mod lock;
 pub mod records;
@@ -450,16 +451,36 @@ impl Store {
         remove_temp_files(&self.layers_dir());
         self.recover_mounts(&mut st)?;
         drop(g);
+        // Image and container directories without a record: an image commit that died before
+        // saving its record, a deletion that died after saving. Under the exclusive lock no
+        // writer is half-way (records are saved before their directories are used, and
+        // deletions remove directories after the record, under the same lock).
         {
             let _ig = st.images.lock(true)?;
             remove_temp_files(&self.images_dir());
             for image in &st.images.records {
                 remove_temp_files(&self.images_dir().join(&image.id));
             }
+            let known: Vec<&str> = st.images.records.iter().map(|i| i.id.as_str()).collect();
+            remove_unrecorded_dirs(&self.images_dir(), &known, "image")?;
         }
         {
             let _cg = st.containers.lock(true)?;
             remove_temp_files(&self.containers_dir());
+            let known: Vec<&str> = st
+                .containers
+                .records
+                .iter()
+                .map(|c| c.id.as_str())
+                .collect();
+            remove_unrecorded_dirs(&self.containers_dir(), &known, "container")?;
+            remove_unrecorded_dirs(
+                &self
+                    .run_root
+                    .join(format!("{}-containers", self.driver.kind().name())),
+                &known,
+                "container",
+            )?;
         }
         drop(st);
         let tmp = self.staging_root();
@@ -1037,6 +1058,17 @@ impl Store {
                 st.mounts.save(&mg, self.config.sync)?;
                 return Ok(path);
             }
+        } else if self.driver.kind() == DriverKind::Overlay && self.driver.is_mounted(layer_id) {
+            // Mounted but not counted: a process died between mounting and saving the count.
+            // Count the mount instead of stacking a second one on it.
+            let path = self.driver.layer_dir(layer_id).with_file_name("merged");
+            st.mounts.records.push(MountRecord {
+                id: layer_id.to_string(),
+                path: path.display().to_string(),
+                count: 1,
+            });
+            st.mounts.save(&mg, self.config.sync)?;
+            return Ok(path);
         }
         let path = self.driver.mount(layer_id, options)?;
         let saved = match pos {
@@ -1291,6 +1323,21 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Removes the 64-hex directories of `dir` that no record names (crash debris).
+fn remove_unrecorded_dirs(dir: &Path, known: &[&str], what: &str) -> Result<()> {
+    for id in drivers::hex_dirs(dir)? {
+        if !known.contains(&id.as_str()) {
+            let path = dir.join(&id);
+            crate::log::info(format!(
+                "removing {} left by an interrupted {what} write",
+                path.display()
+            ));
+            crate::unpack::remove_tree(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes `.tmp-*` files that an interrupted atomic write left in `dir`.
