@@ -1287,7 +1287,11 @@ impl Store {
         drop(mg);
         let ig = st.images.lock(true)?;
         let cg = st.containers.lock(true)?;
-        for c in std::mem::take(&mut st.containers.records) {
+        // Records go first, then their directories: a crash in between leaves directories no
+        // record names (removed at the next open), never records naming missing data.
+        let containers = std::mem::take(&mut st.containers.records);
+        st.containers.save(&cg, self.config.sync)?;
+        for c in containers {
             for dir in [
                 self.containers_dir().join(&c.id),
                 self.run_root
@@ -1299,14 +1303,14 @@ impl Store {
                 }
             }
         }
-        st.containers.save(&cg, self.config.sync)?;
-        for i in std::mem::take(&mut st.images.records) {
+        let images = std::mem::take(&mut st.images.records);
+        st.images.save(&ig, self.config.sync)?;
+        for i in images {
             let dir = self.images_dir().join(&i.id);
             if dir.exists() {
                 crate::unpack::remove_tree(&dir)?;
             }
         }
-        st.images.save(&ig, self.config.sync)?;
         drop(cg);
         drop(ig);
         // Children before parents, so a crash midway never leaves a child without its parent.

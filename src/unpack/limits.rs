@@ -66,12 +66,23 @@ impl<R> BudgetReader<R> {
 
 impl<R: Read> Read for BudgetReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let n = self.inner.read(buf).map_err(malformed_stream)?;
         if !self.budget.charge(n as u64) {
             return Err(self.budget.exceeded_error().into());
         }
         Ok(n)
     }
+}
+
+/// Errors of the decompressors (corrupt or truncated gzip/zstd data, bytes after a gzip member)
+/// are errors of the archive, not I/O errors: UNSAFE_ARCHIVE. Our own errors (digest mismatch,
+/// network, cancel) and system errors pass unchanged.
+fn malformed_stream(err: io::Error) -> io::Error {
+    let ours = err.get_ref().is_some_and(|e| e.is::<Error>());
+    if ours || err.raw_os_error().is_some() || err.kind() == io::ErrorKind::Interrupted {
+        return err;
+    }
+    Error::unsafe_archive(format!("the layer's compressed stream is malformed: {err}")).into()
 }
 
 /// A set of byte strings that keeps a 128-bit keyed hash of each, not the bytes: 16 bytes
@@ -138,6 +149,31 @@ mod tests {
         assert!(err.message.contains("999"), "{}", err.message);
         let mut r = BudgetReader::new(&data[..], SizeBudget::new(1000));
         assert_eq!(r.read_to_end(&mut Vec::new()).unwrap(), 1000);
+    }
+
+    #[test]
+    fn decompressor_errors_are_archive_errors() {
+        struct Failing(io::Error);
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::new(self.0.kind(), self.0.to_string()))
+            }
+        }
+        let mut r = BudgetReader::new(
+            Failing(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "corrupt deflate stream",
+            )),
+            SizeBudget::new(100),
+        );
+        let e = Error::from(r.read(&mut [0u8; 8]).unwrap_err());
+        assert_eq!(e.status, crate::Status::UnsafeArchive);
+        assert!(e.message.contains("corrupt deflate"), "{}", e.message);
+        let ours = Error::new(crate::Status::DigestMismatch, "bad digest");
+        let e = Error::from(malformed_stream(ours.into()));
+        assert_eq!(e.status, crate::Status::DigestMismatch);
+        let e = Error::from(malformed_stream(io::Error::from_raw_os_error(libc::ENOSPC)));
+        assert_eq!(e.status, crate::Status::NoSpace);
     }
 
     #[test]
