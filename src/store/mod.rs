@@ -289,10 +289,16 @@ impl Store {
                 _ => {}
             }
         }
+        create_dir_all_mode(&config.graph_root, 0o700)?;
+        create_dir_all_mode(&config.run_root, 0o700)?;
+        // Without symlinks in them: mount points are recognised by comparing with the kernel's
+        // mount table, which has resolved paths (a graph root under a symlink would make every
+        // mount look unmounted, and unmounting then removing a layer fail with EBUSY).
+        for root in [&mut config.graph_root, &mut config.run_root] {
+            *root = std::fs::canonicalize(&*root).ctx(format!("resolving {}", root.display()))?;
+        }
         let graph_root = config.graph_root.clone();
         let run_root = config.run_root.clone();
-        create_dir_all_mode(&graph_root, 0o700)?;
-        create_dir_all_mode(&run_root, 0o700)?;
         let kind = match config.driver {
             Some(k) => k,
             None => Self::detect_driver(&graph_root),
