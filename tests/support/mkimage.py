@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the cimage test images as OCI image layouts (python3 standard library only).
 
-usage: mkimage.py OUTDIR [--sentinel DIR]
+usage: mkimage.py OUTDIR [--sentinel DIR] [--corpus]
 
 Writes OUTDIR/<name>/ for every image below, each an OCI image layout (oci-layout, index.json,
 blobs/sha256/...) whose index.json tags the image "t" (annotation org.opencontainers.image.ref.name),
@@ -22,6 +22,11 @@ Images:
                  hostile-lying-digest has a layer blob whose bytes do not match its digest (its
                  honest twin, OUTDIR/hostile-lying-digest.honest, is what can be pushed to a
                  registry; publish.sh then swaps the blob bytes inside the registry's storage)
+
+--corpus builds only the hostile corpus instead: OUTDIR/corpus/<case>/ (one OCI layout per case,
+many with wrong digests or sizes on purpose, to be served verbatim) and OUTDIR/corpus.json (per case:
+layout, attack, expected statuses, extra pull arguments, what a successful case must show). See
+tests/hostile_corpus.rs.
 
 The hostile images aim at a sentinel directory (default OUTDIR/../sentinel, made absolute):
 SENTINEL/ must stay empty and SENTINEL.target must keep its content and link count 1.
