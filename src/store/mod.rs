@@ -813,12 +813,7 @@ impl Store {
                 0o600,
                 self.config.sync,
             )?;
-            if self.config.sync {
-                // Layer data must be on disk before the record that makes it visible.
-                if let Ok(f) = std::fs::File::open(self.driver.layer_dir(&new.id)) {
-                    let _ = nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f));
-                }
-            }
+            self.sync_layer_data(&new.id);
             Ok(())
         })();
         let rec = st
@@ -845,6 +840,17 @@ impl Store {
                 st.layers.records.retain(|l| l.id != new.id);
                 let _ = st.layers.save(&g, self.config.sync);
                 Err(e)
+            }
+        }
+    }
+
+    /// With sync on, flushes the file system holding a layer's files (data, link, lower, short
+    /// link) so that the record that makes the layer visible never survives a power loss the
+    /// files did not.
+    fn sync_layer_data(&self, id: &str) {
+        if self.config.sync {
+            if let Ok(f) = std::fs::File::open(self.driver.layer_dir(id)) {
+                let _ = nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f));
             }
         }
     }
@@ -976,6 +982,8 @@ impl Store {
             let _ = st.layers.save(&lg, self.config.sync);
             return Err(e.context("creating the container's layer"));
         }
+        // Its link and lower files too must be on disk before the record says it is complete.
+        self.sync_layer_data(&layer_id);
         st.layers
             .records
             .iter_mut()
