@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #define EXIT_USAGE 2
+#define EXIT_NOT_CLEAN 3 /* check: the store has problems */
 #define SHORT_ID_LEN 12
 
 static const char usage_text[] =
@@ -35,7 +36,7 @@ static const char usage_text[] =
     "\n"
     "Commands:\n"
     "  store                                  store info and driver status\n"
-    "  pull [REGISTRY OPTIONS] [--policy always|missing|never] REF\n"
+    "  pull [REGISTRY OPTIONS] [--policy always|missing|never] [--max-unpacked-size BYTES[K|M|G]] REF\n"
     "                                         REF: docker://..., oci:DIR[:TAG], or a bare name\n"
     "  inspect [REGISTRY OPTIONS] REF         manifest digest, config and layers, as JSON (no pull)\n"
     "  tags [REGISTRY OPTIONS] docker://REPO  the repository's tags, one a line\n"
@@ -45,6 +46,8 @@ static const char usage_text[] =
     "  unmount ID|NAME\n"
     "  delete ID|NAME                         a container, image or layer (looked up in that order)\n"
     "  wipe                                   remove everything in the store\n"
+    "  check [--repair] [--no-content] [--unreferenced-any-age] [--remove-containers]\n"
+    "                                         check (and mend) the store; exits 3 when problems remain\n"
     "\n"
     "Registry options: --tls-verify=true|false, --platform OS/ARCH[/VARIANT],\n"
     "  --creds USER:PASSWORD, --authfile FILE, --cert-dir DIR, --certs-d DIR,\n"
@@ -577,6 +580,7 @@ struct pull_args {
     const char *stall_timeout; /* durations: "1500ms", "2s", "1m" or plain milliseconds */
     const char *deadline;
     const char *retries;
+    const char *max_unpacked_size; /* pull only */
 };
 
 static enum option_match parse_registry_option(int argc, char **argv, int *i, void *state)
@@ -621,6 +625,9 @@ static enum option_match parse_pull_option(int argc, char **argv, int *i, void *
 {
     struct pull_args *args = state;
     enum option_match m = parse_registry_option(argc, argv, i, state);
+    if (m != OPTION_NO_MATCH)
+        return m;
+    m = match_value_option(argc, argv, i, NULL, "--max-unpacked-size", &args->max_unpacked_size);
     if (m != OPTION_NO_MATCH)
         return m;
     return match_value_option(argc, argv, i, NULL, "--policy", &args->policy);
@@ -848,6 +855,35 @@ static int32_t on_pull_progress(void *user_data, const cimage_progress *ev)
     return 0; /* never cancel */
 }
 
+/* Parses "123", "64K", "10M", "2G" (binary units). Returns false when malformed or too large. */
+static bool parse_byte_size(const char *text, uint64_t *out)
+{
+    uint64_t value = 0, unit = 1;
+    const char *p = text;
+
+    if (*p < '0' || *p > '9')
+        return false;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (value > (UINT64_MAX - 9) / 10)
+            return false;
+        value = value * 10 + (uint64_t)(*p - '0');
+    }
+    if (*p == 'K' || *p == 'k')
+        unit = (uint64_t)1 << 10;
+    else if (*p == 'M' || *p == 'm')
+        unit = (uint64_t)1 << 20;
+    else if (*p == 'G' || *p == 'g')
+        unit = (uint64_t)1 << 30;
+    else if (*p != '\0')
+        return false;
+    if (*p != '\0' && p[1] != '\0')
+        return false;
+    if (value > UINT64_MAX / unit)
+        return false;
+    *out = value * unit;
+    return true;
+}
+
 /* Applies the registry arguments to OPTS (PROGRESS may be NULL). Returns 0, or 1 after reporting. */
 static int configure_pull(cimage_pull_options *opts, const struct pull_args *args, struct pull_progress *progress)
 {
@@ -916,6 +952,14 @@ static int configure_pull(cimage_pull_options *opts, const struct pull_args *arg
             return report_failure(CIMAGE_STATUS_INVALID_ARGUMENT, "invalid --retries \"%s\": want 0 to 100",
                                   args->retries);
         status = cimage_pull_options_set_max_retries(opts, (uint32_t)retries, &err);
+    }
+    if (status == CIMAGE_STATUS_OK && args->max_unpacked_size != NULL) {
+        uint64_t bytes;
+        if (!parse_byte_size(args->max_unpacked_size, &bytes))
+            return report_failure(CIMAGE_STATUS_INVALID_ARGUMENT,
+                                  "invalid --max-unpacked-size value \"%s\": want a number of bytes, optionally with K, M or G",
+                                  args->max_unpacked_size);
+        status = cimage_pull_options_set_max_unpacked_size(opts, bytes, &err);
     }
     if (status != CIMAGE_STATUS_OK)
         return report_error(status, err);
@@ -1578,6 +1622,84 @@ static int cmd_wipe(int argc, char **argv)
     return rc;
 }
 
+/* -- check -- */
+
+struct check_args {
+    bool repair;
+    uint32_t flags;
+};
+
+static enum option_match parse_check_option(int argc, char **argv, int *i, void *state)
+{
+    struct check_args *args = state;
+    (void)argc;
+
+    if (strcmp(argv[*i], "--repair") == 0)
+        args->repair = true;
+    else if (strcmp(argv[*i], "--no-content") == 0)
+        args->flags |= CIMAGE_CHECK_NO_CONTENT;
+    else if (strcmp(argv[*i], "--unreferenced-any-age") == 0)
+        args->flags |= CIMAGE_CHECK_UNREFERENCED_ANY_AGE;
+    else if (strcmp(argv[*i], "--remove-containers") == 0)
+        args->flags |= CIMAGE_CHECK_REMOVE_CONTAINERS;
+    else
+        return OPTION_NO_MATCH;
+    return OPTION_MATCH;
+}
+
+/* Prints one list of the report as "LABEL kind id: message" lines. */
+static void print_findings(const cimage_check_report *report, int32_t which, const char *label)
+{
+    size_t n = cimage_check_report_len(report, which);
+    for (size_t i = 0; i < n; i++) {
+        const char *kind = cimage_check_report_kind(report, which, i);
+        const char *id = cimage_check_report_id(report, which, i);
+        const char *message = cimage_check_report_message(report, which, i);
+        printf("%s %s %s: ", label, kind != NULL ? kind : "", id != NULL ? id : "");
+        print_on_one_line(stdout, message != NULL ? message : "");
+        fputc('\n', stdout);
+    }
+}
+
+static int cmd_check(int argc, char **argv)
+{
+    struct check_args args = {false, 0};
+    cimage_store *store = NULL;
+    cimage_check_report *report = NULL;
+    cimage_error *err = NULL;
+    cimage_status status;
+    int rc = parse_command_args(argc, argv, parse_check_option, &args, NULL, 0);
+
+    if (rc != 0)
+        return rc;
+    if (open_store(&store) != 0)
+        return EXIT_FAILURE;
+    if (args.repair)
+        status = cimage_store_repair(store, args.flags, &report, &err);
+    else
+        status = cimage_store_check(store, args.flags, &report, &err);
+    if (status != CIMAGE_STATUS_OK) {
+        rc = report_error(status, err);
+    } else {
+        if (options.json) {
+            const char *json = cimage_check_report_json(report);
+            printf("%s\n", json != NULL ? json : "{}");
+        } else {
+            print_findings(report, CIMAGE_CHECK_REPAIRED, "repaired");
+            print_findings(report, CIMAGE_CHECK_WARNINGS, "warning");
+            print_findings(report, CIMAGE_CHECK_ERRORS, "error");
+            if (cimage_check_report_is_clean(report))
+                printf("clean\n");
+            else
+                printf("%zu problems\n", cimage_check_report_len(report, CIMAGE_CHECK_ERRORS));
+        }
+        rc = cimage_check_report_is_clean(report) ? EXIT_SUCCESS : EXIT_NOT_CLEAN;
+    }
+    cimage_check_report_free(report);
+    cimage_store_free(store);
+    return rc;
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* main                                                                                 */
 
@@ -1598,6 +1720,7 @@ static const struct command {
     {"unmount", cmd_unmount},
     {"delete", cmd_delete},
     {"wipe", cmd_wipe},
+    {"check", cmd_check},
 };
 
 /* Parses the global options; returns the index of the command, or -1 after a usage error. */

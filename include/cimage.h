@@ -45,6 +45,42 @@
 
 
 /**
+ * Check flag: do not rebuild and hash the layers' contents (fast: records, directories and links
+ * only). By default every layer's tar is rebuilt from its tar-split and files and compared with
+ * its diff digest, which reads all layer data.
+ */
+#define CIMAGE_CHECK_NO_CONTENT 1
+
+/**
+ * Check flag: every layer that no image or container uses is an error (repair removes it). By
+ * default only those older than 24 hours are, as in containers/storage; younger ones are
+ * warnings (a pull may be about to use them, or an interrupted one left them).
+ */
+#define CIMAGE_CHECK_UNREFERENCED_ANY_AGE 2
+
+/**
+ * Repair flag: containers whose image or layers are damaged or missing may be deleted. By
+ * default they are kept, together with their image and layers, and stay reported.
+ */
+#define CIMAGE_CHECK_REMOVE_CONTAINERS 4
+
+/**
+ * Report list: problems (the store is clean when it is empty).
+ */
+#define CIMAGE_CHECK_ERRORS 0
+
+/**
+ * Report list: remarks that do not make the store unclean (young unreferenced layers, mounts
+ * nobody counts).
+ */
+#define CIMAGE_CHECK_WARNINGS 1
+
+/**
+ * Report list: what a repair did (empty after a check).
+ */
+#define CIMAGE_CHECK_REPAIRED 2
+
+/**
  * Logging off.
  */
 #define CIMAGE_LOG_OFF 0
@@ -263,6 +299,12 @@ typedef int32_t cimage_status;
 typedef struct cimage_cancel_token cimage_cancel_token;
 
 /**
+ * The result of `cimage_store_check` or `cimage_store_repair` (immutable; safe on any thread).
+ * Freed with `cimage_check_report_free`.
+ */
+typedef struct cimage_check_report cimage_check_report;
+
+/**
  * A container as it was when the handle was made (immutable snapshot; safe on any thread).
  */
 typedef struct cimage_container cimage_container;
@@ -379,6 +421,81 @@ typedef int32_t (*cimage_progress_cb)(void *user_data, const struct cimage_progr
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Checks the store's consistency, as `podman system check` does: layer records against layer
+ * directories, overlay short links and `lower` files, tar-split files, layer contents against
+ * their diff digests (unless CIMAGE_CHECK_NO_CONTENT), images' and containers' references, mount
+ * counts, unreferenced layers. Changes nothing. `flags`: CIMAGE_CHECK_* bits, 0 for the defaults.
+ * `*report_out` receives a report to free with `cimage_check_report_free`; the call succeeds
+ * whether or not the store is clean (see `cimage_check_report_is_clean`).
+ * Errors: NULL_ARGUMENT, INVALID_ARGUMENT (unknown flags), IO.
+ */
+cimage_status cimage_store_check(struct cimage_store *store,
+                                 uint32_t flags,
+                                 struct cimage_check_report **report_out,
+                                 struct cimage_error **err);
+
+/**
+ * Checks and mends the store: removes damaged layers and the layers and images built on them,
+ * containers too with CIMAGE_CHECK_REMOVE_CONTAINERS (otherwise what a container uses is kept
+ * and stays reported); removes unaccounted directories, dangling short links, stray tar-split
+ * files and stale mount counts; rewrites bad short links and `lower` files. The report lists
+ * what was done (CIMAGE_CHECK_REPAIRED) and what is still wrong (CIMAGE_CHECK_ERRORS).
+ * Errors: NULL_ARGUMENT, INVALID_ARGUMENT (unknown flags), IO, PERMISSION_DENIED.
+ */
+cimage_status cimage_store_repair(struct cimage_store *store,
+                                  uint32_t flags,
+                                  struct cimage_check_report **report_out,
+                                  struct cimage_error **err);
+
+/**
+ * Frees a report. NULL is ignored.
+ */
+void cimage_check_report_free(struct cimage_check_report *report);
+
+/**
+ * Whether the store had no errors (after the repair, for a repair). false for NULL.
+ */
+bool cimage_check_report_is_clean(const struct cimage_check_report *report);
+
+/**
+ * Number of findings in list `which` (CIMAGE_CHECK_ERRORS, _WARNINGS or _REPAIRED); 0 for NULL or
+ * an unknown list.
+ */
+size_t cimage_check_report_len(const struct cimage_check_report *report, int32_t which);
+
+/**
+ * Kind of finding `i` of list `which`: a stable name such as "layer-content-mismatch",
+ * "layer-dir-unaccounted", "container-image-missing" or, in the repaired list, "removed-layer".
+ * Borrowed from the report; NULL when out of range.
+ */
+const char *cimage_check_report_kind(const struct cimage_check_report *report,
+                                     int32_t which,
+                                     size_t i);
+
+/**
+ * The layer, image or container ID, or the path, that finding `i` of list `which` concerns.
+ * Borrowed from the report; NULL when out of range.
+ */
+const char *cimage_check_report_id(const struct cimage_check_report *report,
+                                   int32_t which,
+                                   size_t i);
+
+/**
+ * A readable description of finding `i` of list `which`. Borrowed from the report; NULL when out
+ * of range.
+ */
+const char *cimage_check_report_message(const struct cimage_check_report *report,
+                                        int32_t which,
+                                        size_t i);
+
+/**
+ * The whole report as one JSON object: {"clean", "errors", "warnings", "repaired" (lists of
+ * {"kind","id","message"}), "layers", "images", "containers", "layers_verified"}. Borrowed from
+ * the report; NULL for NULL.
+ */
+const char *cimage_check_report_json(const struct cimage_check_report *report);
 
 /**
  * New container options (no name, no metadata). Never NULL; free with `cimage_container_options_free`.
@@ -922,6 +1039,15 @@ cimage_status cimage_pull_options_set_deadline_ms(struct cimage_pull_options *op
 cimage_status cimage_pull_options_set_max_retries(struct cimage_pull_options *opts,
                                                   uint32_t retries,
                                                   struct cimage_error **err);
+
+/**
+ * Caps what the image may unpack to: the sum of its layers' uncompressed tar streams, in bytes
+ * (default 64 GiB). A pull that would pass it stops with UNSAFE_ARCHIVE and leaves the store as
+ * it was; this is what stops a decompression bomb. Errors: NULL_ARGUMENT, INVALID_ARGUMENT (0).
+ */
+cimage_status cimage_pull_options_set_max_unpacked_size(struct cimage_pull_options *opts,
+                                                        uint64_t bytes,
+                                                        struct cimage_error **err);
 
 /**
  * Sets (or, with a NULL `cb`, clears) the progress callback and its `user_data`.

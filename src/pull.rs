@@ -53,6 +53,8 @@ pub struct PullOptions {
     pub deadline: Option<Duration>,
     /// Retries of transient request failures.
     pub retry: RetryPolicy,
+    /// Most bytes the image's layers may unpack to (uncompressed tar streams, summed).
+    pub max_unpacked_size: u64,
 }
 
 impl Default for PullOptions {
@@ -65,6 +67,7 @@ impl Default for PullOptions {
             stall_timeout: DEFAULT_STALL,
             deadline: None,
             retry: RetryPolicy::default(),
+            max_unpacked_size: unpack::DEFAULT_MAX_UNPACKED_SIZE,
         }
     }
 }
@@ -560,6 +563,10 @@ fn new_image(reference: &Reference, r: &ResolvedImage) -> Result<NewImage> {
     })
 }
 
+/// More layers than any real image has (overlay mounts at most 500): each costs a staging
+/// directory, a store lookup and a task.
+const MAX_LAYERS: usize = 1000;
+
 struct PlannedLayer {
     id: String,
     parent: Option<String>,
@@ -582,6 +589,15 @@ async fn fetch_layers(
                 "the manifest lists {} layers but the config {} diff IDs",
                 r.layers.len(),
                 r.diff_ids.len()
+            ),
+        ));
+    }
+    if r.layers.len() > MAX_LAYERS {
+        return Err(Error::new(
+            Status::Unsupported,
+            format!(
+                "the image has {} layers; at most {MAX_LAYERS} are accepted",
+                r.layers.len()
             ),
         ));
     }
@@ -617,16 +633,19 @@ async fn fetch_layers(
     };
     // One failure stops the other layers too.
     let abort = cancel.child();
+    // Shared by the layers: the cap is on the whole image.
+    let size_budget = unpack::SizeBudget::new(opts.max_unpacked_size);
     let sem = Arc::new(tokio::sync::Semaphore::new(parallel));
     let mut handles = Vec::new();
     for layer in &plan {
         let task = {
-            let (store, source, progress, abort, sem) = (
+            let (store, source, progress, abort, sem, size_budget) = (
                 store.clone(),
                 source.clone(),
                 progress.clone(),
                 abort.clone(),
                 sem.clone(),
+                size_budget.clone(),
             );
             let (id, parent, desc, diff_id) = (
                 layer.id.clone(),
@@ -649,6 +668,7 @@ async fn fetch_layers(
                     &diff_id,
                     &progress,
                     &abort,
+                    size_budget,
                 )
                 .await;
                 if let Err(e) = &r {
@@ -794,6 +814,7 @@ async fn fetch_one(
     diff_id: &str,
     progress: &ProgressSink,
     abort: &CancelFlag,
+    size_budget: unpack::SizeBudget,
 ) -> Result<Fetched> {
     let blob_lock = lock_blob(store, &desc.digest, abort).await?;
     let s = store.clone();
@@ -830,6 +851,7 @@ async fn fetch_one(
             let (kind, decoded) = compression::decompress(&mut reader)?;
             let opts = ApplyOptions {
                 whiteouts,
+                size_budget,
                 ..ApplyOptions::default()
             };
             let stats = unpack::apply_layer(decoded, &tree, &opts, Some(&mut tar_split))?;

@@ -10,6 +10,7 @@
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
 
+pub mod check;
 pub mod container;
 pub mod error;
 pub mod image;

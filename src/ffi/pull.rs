@@ -355,6 +355,25 @@ pub unsafe extern "C" fn cimage_pull_options_set_max_retries(
     })
 }
 
+/// Caps what the image may unpack to: the sum of its layers' uncompressed tar streams, in bytes
+/// (default 64 GiB). A pull that would pass it stops with UNSAFE_ARCHIVE and leaves the store as
+/// it was; this is what stops a decompression bomb. Errors: NULL_ARGUMENT, INVALID_ARGUMENT (0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cimage_pull_options_set_max_unpacked_size(
+    opts: *mut cimage_pull_options,
+    bytes: u64,
+    err: *mut *mut cimage_error,
+) -> Status {
+    boundary(err, || {
+        let o = unsafe { opts_mut(opts) }?;
+        if bytes == 0 {
+            return Err(Error::invalid("the maximum unpacked size must be above 0"));
+        }
+        o.opts.max_unpacked_size = bytes;
+        Ok(())
+    })
+}
+
 /// "No limit" for the stall timeout: a century.
 const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 

@@ -4,6 +4,7 @@
 //! storage → layers → (mountpoints, a leaf) → images → containers and held briefly.
 
 pub mod blob_locks;
+pub mod check;
 pub mod files;
 pub mod lock;
 pub mod records;
@@ -289,10 +290,16 @@ impl Store {
                 _ => {}
             }
         }
+        create_dir_all_mode(&config.graph_root, 0o700)?;
+        create_dir_all_mode(&config.run_root, 0o700)?;
+        // Without symlinks in them: mount points are recognised by comparing with the kernel's
+        // mount table, which has resolved paths (a graph root under a symlink would make every
+        // mount look unmounted, and unmounting then removing a layer fail with EBUSY).
+        for root in [&mut config.graph_root, &mut config.run_root] {
+            *root = std::fs::canonicalize(&*root).ctx(format!("resolving {}", root.display()))?;
+        }
         let graph_root = config.graph_root.clone();
         let run_root = config.run_root.clone();
-        create_dir_all_mode(&graph_root, 0o700)?;
-        create_dir_all_mode(&run_root, 0o700)?;
         let kind = match config.driver {
             Some(k) => k,
             None => Self::detect_driver(&graph_root),
@@ -442,13 +449,46 @@ impl Store {
                 ));
                 self.driver.remove_layer(id)?;
                 let _ = std::fs::remove_file(self.tar_split_path(id));
+                let _ = std::fs::remove_dir_all(self.layers_dir().join(id));
             }
             st.layers.records.retain(|l| !l.is_incomplete());
             st.layers.save(&g, self.config.sync)?;
         }
         // Temporary files of interrupted atomic writes (§6.1): removable under the lock.
         remove_temp_files(&self.layers_dir());
+        self.recover_mounts(&mut st)?;
         drop(g);
+        // Image and container directories without a record: an image commit that died before
+        // saving its record, a deletion that died after saving. Under the exclusive lock no
+        // writer is half-way (records are saved before their directories are used, and
+        // deletions remove directories after the record, under the same lock).
+        {
+            let _ig = st.images.lock(true)?;
+            remove_temp_files(&self.images_dir());
+            for image in &st.images.records {
+                remove_temp_files(&self.images_dir().join(&image.id));
+            }
+            let known: Vec<&str> = st.images.records.iter().map(|i| i.id.as_str()).collect();
+            remove_unrecorded_dirs(&self.images_dir(), &known, "image")?;
+        }
+        {
+            let _cg = st.containers.lock(true)?;
+            remove_temp_files(&self.containers_dir());
+            let known: Vec<&str> = st
+                .containers
+                .records
+                .iter()
+                .map(|c| c.id.as_str())
+                .collect();
+            remove_unrecorded_dirs(&self.containers_dir(), &known, "container")?;
+            remove_unrecorded_dirs(
+                &self
+                    .run_root
+                    .join(format!("{}-containers", self.driver.kind().name())),
+                &known,
+                "container",
+            )?;
+        }
         drop(st);
         let tmp = self.staging_root();
         if let Ok(rd) = std::fs::read_dir(&tmp) {
@@ -475,6 +515,41 @@ impl Store {
         }
         if self.driver.kind() == DriverKind::Overlay {
             let _ = std::fs::remove_dir(&tmp); // only when empty: live pulls keep theirs
+        }
+        Ok(())
+    }
+
+    /// Drops mount counts that no longer describe a mount (the caller holds layers.lock
+    /// exclusively, so no mount or unmount is half-way): counts of layers that are gone, counts
+    /// of zero or less, and — overlay only, where the kernel says what is mounted — counts whose
+    /// mount point is not mounted any more (a process killed between unmounting and saving the
+    /// count, a mount namespace that died, a persistent run root after a reboot). Without this a
+    /// stale count keeps a container "mounted" and undeletable forever.
+    fn recover_mounts(&self, st: &mut State) -> Result<()> {
+        let mg = st.mounts.lock(true)?;
+        remove_temp_files(st.mounts.path.parent().unwrap_or(Path::new("/")));
+        let overlay = self.driver.kind() == DriverKind::Overlay;
+        let layers = &st.layers.records;
+        let before = st.mounts.records.len();
+        st.mounts.records.retain(|m| {
+            let known = layers.iter().any(|l| l.id == m.id);
+            let live = m.count > 0 && (!overlay || self.driver.is_mounted(&m.id));
+            if !(known && live) {
+                crate::log::info(format!(
+                    "dropping stale mount count {} of layer {} ({})",
+                    m.count,
+                    m.id,
+                    if known {
+                        "not mounted"
+                    } else {
+                        "no such layer"
+                    }
+                ));
+            }
+            known && live
+        });
+        if st.mounts.records.len() != before {
+            st.mounts.save(&mg, self.config.sync)?;
         }
         Ok(())
     }
@@ -739,12 +814,7 @@ impl Store {
                 0o600,
                 self.config.sync,
             )?;
-            if self.config.sync {
-                // Layer data must be on disk before the record that makes it visible.
-                if let Ok(f) = std::fs::File::open(self.driver.layer_dir(&new.id)) {
-                    let _ = nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f));
-                }
-            }
+            self.sync_layer_data(&new.id);
             Ok(())
         })();
         let rec = st
@@ -771,6 +841,17 @@ impl Store {
                 st.layers.records.retain(|l| l.id != new.id);
                 let _ = st.layers.save(&g, self.config.sync);
                 Err(e)
+            }
+        }
+    }
+
+    /// With sync on, flushes the file system holding a layer's files (data, link, lower, short
+    /// link) so that the record that makes the layer visible never survives a power loss the
+    /// files did not.
+    fn sync_layer_data(&self, id: &str) {
+        if self.config.sync {
+            if let Ok(f) = std::fs::File::open(self.driver.layer_dir(id)) {
+                let _ = nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f));
             }
         }
     }
@@ -902,6 +983,8 @@ impl Store {
             let _ = st.layers.save(&lg, self.config.sync);
             return Err(e.context("creating the container's layer"));
         }
+        // Its link and lower files too must be on disk before the record says it is complete.
+        self.sync_layer_data(&layer_id);
         st.layers
             .records
             .iter_mut()
@@ -990,6 +1073,17 @@ impl Store {
                 st.mounts.save(&mg, self.config.sync)?;
                 return Ok(path);
             }
+        } else if self.driver.kind() == DriverKind::Overlay && self.driver.is_mounted(layer_id) {
+            // Mounted but not counted: a process died between mounting and saving the count.
+            // Count the mount instead of stacking a second one on it.
+            let path = self.driver.layer_dir(layer_id).with_file_name("merged");
+            st.mounts.records.push(MountRecord {
+                id: layer_id.to_string(),
+                path: path.display().to_string(),
+                count: 1,
+            });
+            st.mounts.save(&mg, self.config.sync)?;
+            return Ok(path);
         }
         let path = self.driver.mount(layer_id, options)?;
         let saved = match pos {
@@ -1208,7 +1302,11 @@ impl Store {
         drop(mg);
         let ig = st.images.lock(true)?;
         let cg = st.containers.lock(true)?;
-        for c in std::mem::take(&mut st.containers.records) {
+        // Records go first, then their directories: a crash in between leaves directories no
+        // record names (removed at the next open), never records naming missing data.
+        let containers = std::mem::take(&mut st.containers.records);
+        st.containers.save(&cg, self.config.sync)?;
+        for c in containers {
             for dir in [
                 self.containers_dir().join(&c.id),
                 self.run_root
@@ -1220,14 +1318,14 @@ impl Store {
                 }
             }
         }
-        st.containers.save(&cg, self.config.sync)?;
-        for i in std::mem::take(&mut st.images.records) {
+        let images = std::mem::take(&mut st.images.records);
+        st.images.save(&ig, self.config.sync)?;
+        for i in images {
             let dir = self.images_dir().join(&i.id);
             if dir.exists() {
                 crate::unpack::remove_tree(&dir)?;
             }
         }
-        st.images.save(&ig, self.config.sync)?;
         drop(cg);
         drop(ig);
         // Children before parents, so a crash midway never leaves a child without its parent.
@@ -1244,6 +1342,21 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Removes the 64-hex directories of `dir` that no record names (crash debris).
+fn remove_unrecorded_dirs(dir: &Path, known: &[&str], what: &str) -> Result<()> {
+    for id in drivers::hex_dirs(dir)? {
+        if !known.contains(&id.as_str()) {
+            let path = dir.join(&id);
+            crate::log::info(format!(
+                "removing {} left by an interrupted {what} write",
+                path.display()
+            ));
+            crate::unpack::remove_tree(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes `.tmp-*` files that an interrupted atomic write left in `dir`.

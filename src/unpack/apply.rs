@@ -3,11 +3,12 @@
 
 use super::crc64::Crc64;
 use super::fsops::{self, cstr, errno};
+use super::limits::{BudgetReader, NameSet};
 use super::tarfmt::{self, Header, Stream, Time, BLOCK};
 use super::tarsplit::TarSplitWriter;
 use super::{ApplyOptions, LayerStats, WhiteoutMode};
 use crate::error::{Error, Result, Status};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::ffi::{CStr, CString};
 use std::fmt::Display;
 use std::fs::File;
@@ -22,6 +23,9 @@ const STREAM_BUFFER: usize = 1 << 20;
 /// Most directory descriptors kept for reuse (intermediate levels are dropped first), so
 /// that deeply nested layers do not run out of descriptors.
 const MAX_CACHED_DIRS: usize = 32;
+
+/// Memory for remembered directory times (path bytes) before they are applied early.
+const DIR_TIMES_FLUSH: usize = 32 << 20;
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const WHITEOUT_META_PREFIX: &[u8] = b".wh..wh.";
@@ -213,8 +217,10 @@ struct Applier<'o> {
     euid: u32,
     egid: u32,
     /// Delete mode: every path this layer created or merged (for opaque directories).
-    written: Option<HashSet<Vec<u8>>>,
+    written: Option<NameSet>,
     dir_times: Vec<(Vec<u8>, [libc::timespec; 2])>,
+    /// Bytes of the paths in `dir_times`; past DIR_TIMES_FLUSH they are applied early.
+    dir_times_bytes: usize,
     root_times: Option<[libc::timespec; 2]>,
 }
 
@@ -235,10 +241,11 @@ impl<'o> Applier<'o> {
             euid: unsafe { libc::geteuid() },
             egid: unsafe { libc::getegid() },
             written: match opts.whiteouts {
-                WhiteoutMode::Delete => Some(HashSet::new()),
+                WhiteoutMode::Delete => Some(NameSet::new()),
                 WhiteoutMode::Overlay => None,
             },
             dir_times: Vec::new(),
+            dir_times_bytes: 0,
             root_times: None,
         })
     }
@@ -250,12 +257,12 @@ impl<'o> Applier<'o> {
         let Some(set) = self.written.as_mut() else {
             return;
         };
-        if !set.insert(path.to_vec()) {
+        if !set.insert(path) {
             return;
         }
         let mut end = path.len();
         while let Some(slash) = path[..end].iter().rposition(|&b| b == b'/') {
-            if !set.insert(path[..slash].to_vec()) {
+            if !set.insert(&path[..slash]) {
                 break;
             }
             end = slash;
@@ -536,7 +543,11 @@ impl<'o> Applier<'o> {
         let fd = fsops::open_dir_read(parent, &name)
             .map_err(|err| io_entry(&e.name, "opening the directory", err))?;
         self.finish_fd(fd.as_raw_fd(), e, owner_now, false)?;
+        self.dir_times_bytes += path.len() + 64;
         self.dir_times.push((path.clone(), e.times()));
+        if self.dir_times_bytes > DIR_TIMES_FLUSH {
+            self.apply_dir_times()?;
+        }
         self.note_written(&path);
         // The next entries are most likely this directory's children.
         let creation_gid = if e.mode & libc::S_ISGID != 0 {
@@ -871,6 +882,25 @@ impl<'o> Applier<'o> {
 
     /// Directory times, set last because creating children changes them.
     fn finish(&mut self) -> Result<()> {
+        self.apply_dir_times()?;
+        if let Some(times) = self.root_times {
+            let fd = fsops::openat(
+                self.root.as_raw_fd(),
+                c".",
+                libc::O_RDONLY | libc::O_DIRECTORY,
+                0,
+            )?;
+            fsops::futimens(fd.as_raw_fd(), &times)
+                .map_err(|err| io_entry(b".", "setting the root's times", err))?;
+        }
+        Ok(())
+    }
+
+    /// Sets the recorded directory times now. At the end of the layer; earlier only for
+    /// layers with so many directories that remembering them all would cost too much memory
+    /// (then a directory that gets children later keeps a newer mtime: harmless).
+    fn apply_dir_times(&mut self) -> Result<()> {
+        self.dir_times_bytes = 0;
         let dir_times = std::mem::take(&mut self.dir_times);
         for (path, times) in &dir_times {
             let comps: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
@@ -888,16 +918,6 @@ impl<'o> Applier<'o> {
                 }
                 _ => {}
             }
-        }
-        if let Some(times) = self.root_times {
-            let fd = fsops::openat(
-                self.root.as_raw_fd(),
-                c".",
-                libc::O_RDONLY | libc::O_DIRECTORY,
-                0,
-            )?;
-            fsops::futimens(fd.as_raw_fd(), &times)
-                .map_err(|err| io_entry(b".", "setting the root's times", err))?;
         }
         Ok(())
     }
@@ -968,6 +988,7 @@ pub(super) fn apply_layer<R: Read>(
     tar_split: Option<&mut dyn Write>,
 ) -> Result<LayerStats> {
     let mut applier = Applier::new(dest, opts)?;
+    let tar = BudgetReader::new(tar, opts.size_budget.clone());
     let mut stream = Stream::new(tar, STREAM_BUFFER);
     let mut split = tar_split.map(TarSplitWriter::new);
     // Raw (non-content) bytes not yet written as a tar-split segment.

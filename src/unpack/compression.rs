@@ -24,6 +24,7 @@ impl Compression {
 
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+const ZSTD_MAX_WINDOW_LOG: u32 = 27;
 const BZIP2_MAGIC: &[u8] = b"BZh";
 const XZ_MAGIC: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0x00];
 
@@ -48,8 +49,13 @@ pub fn decompress<'a, R: Read + 'a>(mut r: R) -> Result<(Compression, Box<dyn Re
             Box::new(flate2::read::MultiGzDecoder::new(whole)),
         ))
     } else if head.starts_with(ZSTD_MAGIC) {
-        let decoder = zstd::stream::read::Decoder::new(whole)
+        let mut decoder = zstd::stream::read::Decoder::new(whole)
             .map_err(|e| Error::from(e).context("starting zstd decompression"))?;
+        // The window is memory the decoder allocates as a frame header asks: keep libzstd's
+        // default ceiling (128 MiB, enough for `zstd --long`) explicit, whatever the build.
+        decoder
+            .window_log_max(ZSTD_MAX_WINDOW_LOG)
+            .map_err(|e| Error::from(e).context("configuring zstd decompression"))?;
         Ok((Compression::Zstd, Box::new(decoder)))
     } else if head.starts_with(BZIP2_MAGIC) {
         Err(Error::new(

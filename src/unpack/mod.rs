@@ -24,6 +24,8 @@ mod apply;
 pub mod compression;
 mod crc64;
 mod fsops;
+mod limits;
+mod reassemble;
 mod tarfmt;
 mod tarsplit;
 mod tree;
@@ -34,6 +36,8 @@ mod tests;
 use std::io::{Read, Write};
 use std::path::Path;
 
+pub use limits::{SizeBudget, DEFAULT_MAX_UNPACKED_SIZE};
+pub use reassemble::{reassemble_layer, ReassembleError};
 pub use tree::{copy_tree, remove_tree};
 
 /// How whiteouts (`.wh.NAME`, `.wh..wh..opq`) are represented.
@@ -52,14 +56,20 @@ pub struct ApplyOptions {
     pub max_entries: u64,
     /// Longest entry name or link target accepted, in bytes.
     pub max_path_len: usize,
+    /// Caps the uncompressed bytes read (a decompression bomb stops here). Clones share the
+    /// count, so one budget given to every layer of an image caps the whole image.
+    pub size_budget: SizeBudget,
 }
 
 impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
             whiteouts: WhiteoutMode::Overlay,
-            max_entries: 5_000_000,
+            // The bookkeeping costs ~40 bytes per entry (hashed names): 2 million entries stay
+            // under 100 MiB while real layers have a few hundred thousand at most.
+            max_entries: 2_000_000,
             max_path_len: 4096,
+            size_budget: SizeBudget::new(DEFAULT_MAX_UNPACKED_SIZE),
         }
     }
 }

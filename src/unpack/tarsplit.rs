@@ -4,9 +4,9 @@
 //! position), strings escaped the way Go's `encoding/json` escapes them, so the file is
 //! what containers/storage itself would write for the same stream.
 
+use super::limits::NameSet;
 use base64::Engine as _;
 use flate2::write::GzEncoder;
-use std::collections::HashSet;
 use std::io::{self, Write};
 
 const SEGMENT_TYPE: u8 = 2;
@@ -18,7 +18,7 @@ pub struct TarSplitWriter<'w> {
     position: u64,
     /// Cleaned names already recorded: tar-split refuses duplicates (ErrDuplicatePath), since
     /// the reassembler reads each file's content back from disk by name.
-    seen: HashSet<Vec<u8>>,
+    seen: NameSet,
 }
 
 impl<'w> TarSplitWriter<'w> {
@@ -28,14 +28,14 @@ impl<'w> TarSplitWriter<'w> {
             out: GzEncoder::new(out, flate2::Compression::fast()),
             line: Vec::with_capacity(4096),
             position: 0,
-            seen: HashSet::new(),
+            seen: NameSet::new(),
         }
     }
 
     /// Records `name` and reports whether it was new. Names are compared after Go's
     /// `filepath.Clean`, as tar-split does.
     pub fn note_name(&mut self, name: &[u8]) -> bool {
-        self.seen.insert(go_clean(name))
+        self.seen.insert(&go_clean(name))
     }
 
     /// Raw bytes of the stream that are not file content. Empty segments are not written.

@@ -309,6 +309,14 @@ fn reassemble(split_gz: &[u8], dest: &Path) -> Vec<u8> {
             other => panic!("unknown type {other:?}"),
         }
     }
+    // The library's reassembler (used by the store check) must agree with this one.
+    let mut rebuilt = Vec::new();
+    reassemble_layer(split_gz, dest, &mut rebuilt)
+        .unwrap_or_else(|e| panic!("reassemble_layer: {}", e.message()));
+    assert_eq!(
+        rebuilt, out,
+        "reassemble_layer differs from the reference reassembly"
+    );
     out
 }
 

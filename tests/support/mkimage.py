@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the cimage test images as OCI image layouts (python3 standard library only).
 
-usage: mkimage.py OUTDIR [--sentinel DIR]
+usage: mkimage.py OUTDIR [--sentinel DIR] [--corpus]
 
 Writes OUTDIR/<name>/ for every image below, each an OCI image layout (oci-layout, index.json,
 blobs/sha256/...) whose index.json tags the image "t" (annotation org.opencontainers.image.ref.name),
@@ -22,6 +22,11 @@ Images:
                  hostile-lying-digest has a layer blob whose bytes do not match its digest (its
                  honest twin, OUTDIR/hostile-lying-digest.honest, is what can be pushed to a
                  registry; publish.sh then swaps the blob bytes inside the registry's storage)
+
+--corpus builds only the hostile corpus instead: OUTDIR/corpus/<case>/ (one OCI layout per case,
+many with wrong digests or sizes on purpose, to be served verbatim) and OUTDIR/corpus.json (per case:
+layout, attack, expected statuses, extra pull arguments, what a successful case must show). See
+tests/hostile_corpus.rs.
 
 The hostile images aim at a sentinel directory (default OUTDIR/../sentinel, made absolute):
 SENTINEL/ must stay empty and SENTINEL.target must keep its content and link count 1.
@@ -420,6 +425,373 @@ def build_hostile(out, sentinel):
     return images
 
 
+# ----------------------------------------------------------------------------- corpus
+
+def raw_tar(members, fmt=tarfile.PAX_FORMAT):
+    """A tar of (TarInfo fields, data) pairs exactly as given: any order, duplicates, device
+    nodes, raw-byte names (surrogate-escaped), extra PAX records."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt, encoding="utf-8",
+                      errors="surrogateescape") as tar:
+        for fields, data in members:
+            ti = tarfile.TarInfo(fields["name"])
+            ti.mtime = MTIME
+            ti.uname, ti.gname = "", ""
+            ti.mode = fields.get("mode", 0o644)
+            ti.type = fields.get("type", tarfile.REGTYPE)
+            ti.linkname = fields.get("link", "")
+            ti.devmajor, ti.devminor = fields.get("dev", (0, 0))
+            if fields.get("pax"):
+                ti.pax_headers = dict(fields["pax"])
+            if ti.type == tarfile.REGTYPE:
+                ti.size = len(data)
+                tar.addfile(ti, io.BytesIO(data))
+            else:
+                tar.addfile(ti)
+    return buf.getvalue()
+
+
+def rf(name, data=b"x\n", **kw):
+    return (dict(name=name, **kw), data)
+
+
+def rd(name, mode=0o755):
+    return (dict(name=name, type=tarfile.DIRTYPE, mode=mode), b"")
+
+
+def rsym(name, target):
+    return (dict(name=name, type=tarfile.SYMTYPE, link=target, mode=0o777), b"")
+
+
+def rhard(name, target, mode=0o644):
+    return (dict(name=name, type=tarfile.LNKTYPE, link=target, mode=mode), b"")
+
+
+def rdev(name, kind, major, minor):
+    return (dict(name=name, type=kind, dev=(major, minor), mode=0o600), b"")
+
+
+def empty_files_tar(names):
+    """A ustar archive of empty files (names of at most 100 bytes), made without tarfile,
+    which is too slow for tens of thousands of entries."""
+    out = []
+    for name in names:
+        h = bytearray(512)
+        n = name.encode()
+        assert len(n) <= 100
+        h[0:len(n)] = n
+        h[100:108] = b"0000644\0"
+        h[108:116] = b"0000000\0"
+        h[116:124] = b"0000000\0"
+        h[124:136] = b"00000000000\0"
+        h[136:148] = b"%011o\0" % MTIME
+        h[148:156] = b" " * 8
+        h[156:157] = b"0"
+        h[257:265] = b"ustar\x0000"
+        h[148:156] = b"%06o\0 " % sum(h)
+        out.append(bytes(h))
+    out.append(bytes(1024))
+    return b"".join(out)
+
+
+def zero_file_tar_stream(name, size, chunk=1 << 20):
+    """Yields an uncompressed tar of one file of `size` zero bytes, in pieces."""
+    ti = tarfile.TarInfo(name)
+    ti.size, ti.mtime, ti.mode = size, MTIME, 0o644
+    yield ti.tobuf(format=tarfile.GNU_FORMAT)
+    zeros = bytes(chunk)
+    left = size
+    while left > 0:
+        n = min(left, chunk)
+        yield zeros[:n]
+        left -= n
+    yield bytes(1024)
+
+
+def gzip_stream(pieces):
+    import zlib
+    comp = zlib.compressobj(1, zlib.DEFLATED, 31)  # 31: gzip wrapper
+    out = []
+    for p in pieces:
+        out.append(comp.compress(p))
+    out.append(comp.flush())
+    return b"".join(out)
+
+
+def zstd_stream(pieces):
+    zstd = shutil.which("zstd")
+    if not zstd:
+        return None
+    proc = subprocess.Popen([zstd, "-q", "-c", "-3", "--no-progress"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    import threading
+    result = {}
+    reader = threading.Thread(target=lambda: result.update(out=proc.stdout.read()))
+    reader.start()
+    for p in pieces:
+        proc.stdin.write(p)
+    proc.stdin.close()
+    reader.join()
+    proc.wait()
+    return result["out"]
+
+
+class Corpus:
+    """Hostile images and documents, one OCI layout per case under OUT/corpus/<case>, served
+    verbatim (wrong digests included) by the hostile-corpus test's own registry."""
+
+    def __init__(self, out, sentinel):
+        self.dir = os.path.join(out, "corpus")
+        self.sentinel = sentinel
+        self.target = sentinel + ".target"
+        self.cases = {}
+
+    def case(self, name, attack, expect, **extra):
+        info = {"layout": os.path.join(self.dir, name), "attack": attack, "expect": expect}
+        info.update(extra)
+        self.cases[name] = info
+        return Layout(info["layout"])
+
+    def image(self, name, attack, expect, layers, **extra):
+        """layers: [(uncompressed tar, compression)] -> a valid image (right digests)."""
+        layout = self.case(name, attack, expect, **extra)
+        desc, info = write_image(layout, layers, {"Cmd": ["/bin/sh"]})
+        layout.finish(desc)
+        self.cases[name]["id"] = info["id"]
+        return layout
+
+    def documents(self, name, attack, expect, manifest, blobs=(), media_type=MT_MANIFEST,
+                  digest=None, **extra):
+        """A layout whose tag points at `manifest` (bytes, served as they are; `digest`
+        overrides the digest the index announces) with extra blobs [(bytes, digest or None)]."""
+        layout = self.case(name, attack, expect, **extra)
+        for data, d in blobs:
+            layout.put(data, "application/octet-stream", d)
+        desc = layout.put(manifest, media_type, digest)
+        layout.finish(desc)
+        return layout
+
+    def manifest_for(self, layout, layer_descs, diff_ids, config_extra=None):
+        config = {"created": CREATED, "architecture": host_arch(), "os": "linux", "config": {},
+                  "rootfs": {"type": "layers", "diff_ids": diff_ids}}
+        if config_extra:
+            config.update(config_extra)
+        config_desc = layout.put(cjson(config), MT_CONFIG)
+        return {"schemaVersion": 2, "mediaType": MT_MANIFEST, "config": config_desc,
+                "layers": layer_descs}
+
+
+def build_corpus(out, sentinel):
+    c = Corpus(out, sentinel)
+    if os.path.exists(c.dir):
+        shutil.rmtree(c.dir)
+    os.makedirs(c.dir)
+    sdir, tgt = c.sentinel, c.target
+    tdir, tname = os.path.dirname(tgt), os.path.basename(tgt)
+    UNSAFE = ["UNSAFE_ARCHIVE"]
+    OK = ["OK"]
+
+    def tarcase(name, attack, expect, members, compression="gzip", fmt=tarfile.PAX_FORMAT,
+                **extra):
+        # fs: the case is about what reaches the file system (run on every driver).
+        c.image(name, attack, expect, [(raw_tar(members, fmt), compression)], fs=True, **extra)
+
+    # A well-formed control image: the corpus server and the store work.
+    tarcase("control", "a normal image", OK, [rd("etc"), rf("etc/hello", b"hello\n")])
+
+    # Escapes.
+    tarcase("traversal", "../ names climbing out", UNSAFE,
+            [rf(up_to_root(sdir) + "/escape"), rf("../escape")])
+    tarcase("absolute", "absolute names", UNSAFE, [rf(sdir + "/abs-escape")])
+    tarcase("symlink-escape", "symlink to outside, then a file through it", UNSAFE,
+            [rsym("evil", sdir), rf("evil/pwned")])
+    tarcase("symlink-parent-escape", "symlink to .., then a file through it", UNSAFE,
+            [rsym("up", "../../../../../../../../../../.." + sdir), rf("up/pwned")])
+    tarcase("hardlink-escape", "hard link to /etc/passwd, then a file of that name", UNSAFE,
+            [rhard("stolen", "/etc/passwd"), rf("stolen", b"overwritten\n")])
+    tarcase("hardlink-dotdot", "hard link climbing out", UNSAFE,
+            [rhard("stolen", up_to_root(tgt))])
+    tarcase("hardlink-through-symlink", "hard link whose target path crosses a symlink", UNSAFE,
+            [rsym("s", tdir), rhard("stolen", "s/" + tname)])
+    tarcase("write-through-symlink", "a file written through an in-layer symlink", UNSAFE,
+            [rd("inside"), rsym("dirlink", "inside"), rf("dirlink/file")])
+    tarcase("symlink-replaced-dir", "directory entry over a symlink to outside", UNSAFE,
+            [rsym("etc", sdir), rd("etc"), rf("etc/pwned")])
+    tarcase("chmod-through-symlink", "a directory entry naming a symlink to a host file "
+            "(would chmod it)", UNSAFE, [rsym("lnk", tgt), rd("lnk", 0o777)])
+    tarcase("hardlink-to-symlink-chmod", "hard link to an in-layer symlink with mode 0777 "
+            "(must not chmod the symlink's target)", OK,
+            [rsym("lnk", tgt), rhard("h", "lnk", 0o777)])
+    # Whiteouts (vfs deletes what they name).
+    tarcase("whiteout-traversal", "a whiteout climbing out", UNSAFE,
+            [rf("../.wh." + tname, b"")])
+    tarcase("whiteout-through-symlink", "a whiteout reached through a symlink to outside",
+            UNSAFE, [rsym("s", tdir), rf("s/.wh." + tname, b"")])
+    tarcase("opaque-through-symlink", "an opaque marker reached through a symlink to outside",
+            UNSAFE, [rsym("s", sdir), rf("s/.wh..wh..opq", b"")])
+    tarcase("whiteout-dotdot-name", "whiteout of \"..\"", UNSAFE, [rd("d"), rf("d/.wh..", b"")])
+    # Device nodes: allowed inside the layer as root, never outside.
+    tarcase("devices-inside", "character and block devices inside the layer", OK,
+            [rd("dev"), rdev("dev/null", tarfile.CHRTYPE, 1, 3),
+             rdev("dev/sda", tarfile.BLKTYPE, 8, 0)], root_only_ok=True)
+    tarcase("device-traversal", "a device node climbing out", UNSAFE,
+            [rdev("../../evil-dev", tarfile.CHRTYPE, 1, 3)])
+    tarcase("device-through-symlink", "a device node through a symlink to outside", UNSAFE,
+            [rsym("s", sdir), rdev("s/node", tarfile.CHRTYPE, 1, 3)])
+    # Names.
+    tarcase("long-name", "a 5000-byte name (PAX)", UNSAFE, [rf("a/" * 2500 + "x")])
+    tarcase("long-component", "a 300-byte path component", ["UNSAFE_ARCHIVE", "IO"],
+            [rf("c" * 300)])
+    tarcase("long-link-target", "a 5000-byte symlink target", UNSAFE,
+            [rsym("l", "t/" * 2500)])
+    tarcase("non-utf8-names", "names that are not UTF-8", OK,
+            [rd("caf\udce9"), rf("caf\udce9/na\udcefve", b"bytes\n")], fmt=tarfile.GNU_FORMAT,
+            raw_names=["caf\xe9/na\xefve"])
+    tarcase("duplicate-entries", "the same file twice", UNSAFE,
+            [rf("dup", b"first\n"), rf("dup", b"second\n")])
+    tarcase("nul-in-pax-name", "a PAX path with a NUL byte", ["UNSAFE_ARCHIVE", "IO"],
+            [rf("x", pax={"path": "a\x00b"})])
+    # Extended attributes: only user.* and security.capability may be set.
+    tarcase("xattrs", "xattrs in trusted.*, security.* and user.*", OK,
+            [rf("xattr-file", b"x\n", pax={
+                "SCHILY.xattr.trusted.overlay.opaque": "y",
+                "SCHILY.xattr.trusted.evil": "1",
+                "SCHILY.xattr.security.selinux": "system_u:object_r:shadow_t:s0",
+                "SCHILY.xattr.user.ok": "kept"})],
+            xattrs_file="xattr-file", xattrs_allowed=["user.ok"])
+    # Malformed streams.
+    good = raw_tar([rd("t"), rf("t/file", b"A" * 5000)])
+    gz = gzip_bytes(good)
+    for name, blob, attack in (
+            ("truncated-gzip", gz[:len(gz) // 2], "a gzip stream cut in half"),
+            ("trailing-gzip-garbage", gz + b"garbage after the gzip member",
+             "bytes after the gzip member"),
+            ("truncated-tar", good[:700], "a tar cut inside a header"),
+            ("not-a-tar", b"this is not a tar archive at all" * 40, "text instead of a tar"),
+            ("bzip2-layer", b"BZh91AY&SY" + bytes(100), "bzip2 magic")):
+        layout = c.case(name, attack, UNSAFE if name != "bzip2-layer" else ["UNSUPPORTED"])
+        ldesc = layout.put(blob, MT_LAYER_GZ if "gzip" in name else MT_LAYER)
+        manifest = c.manifest_for(layout, [ldesc], [sha256(blob)])
+        layout.finish(layout.put(cjson(manifest), MT_MANIFEST))
+    raw = raw_tar([rf("trailing-ok")]) + b"trailing bytes after the archive"
+    c.image("trailing-tar-data", "bytes after the end-of-archive blocks (accepted, as Go does)",
+            OK, [(raw, None)])
+    # Bombs: many entries (memory), and gzip/zstd streams of zeros (disk), stopped by the
+    # unpacked-size cap the test passes (--max-unpacked-size 8M).
+    c.image("many-entries", "10000 entries", OK,
+            [(empty_files_tar(["many/f%06d-%s" % (i, "n" * 80) for i in range(10000)]), "gzip")])
+    bomb = gzip_stream(zero_file_tar_stream("bomb", 256 << 20))
+    layout = c.case("gzip-bomb", "256 MiB of zeros in %d bytes of gzip" % len(bomb), UNSAFE,
+                    pull_args=["--max-unpacked-size", "8M"], fs=True)
+    manifest = c.manifest_for(layout, [layout.put(bomb, MT_LAYER_GZ)], [sha256(b"unknown")])
+    layout.finish(layout.put(cjson(manifest), MT_MANIFEST))
+    zbomb = zstd_stream(zero_file_tar_stream("bomb", 256 << 20))
+    if zbomb is not None:
+        layout = c.case("zstd-bomb", "256 MiB of zeros in %d bytes of zstd" % len(zbomb), UNSAFE,
+                        pull_args=["--max-unpacked-size", "8M"], fs=True)
+        manifest = c.manifest_for(layout, [layout.put(zbomb, MT_LAYER_ZSTD)], [sha256(b"x")])
+        layout.finish(layout.put(cjson(manifest), MT_MANIFEST))
+    # Digests and sizes.
+    honest = gzip_bytes(raw_tar([rf("lie", b"A" * 600)]))
+    lying = bytearray(honest)
+    lying[len(lying) // 2] ^= 0xFF
+
+    def layer_case(name, attack, expect, blob, desc_digest=None, desc_size=None,
+                   diff_ids=None, media_type=MT_LAYER_GZ):
+        layout = c.case(name, attack, expect)
+        d = desc_digest or sha256(blob)
+        layout.put(blob, media_type, d)
+        ldesc = {"mediaType": media_type, "digest": d,
+                 "size": len(blob) if desc_size is None else desc_size}
+        manifest = c.manifest_for(layout, [ldesc], diff_ids or [sha256(b"whatever")])
+        layout.finish(layout.put(cjson(manifest), MT_MANIFEST))
+
+    MISMATCH = ["DIGEST_MISMATCH"]
+    raw_honest = raw_tar([rf("lie", b"A" * 600)])
+    # The flipped byte breaks the deflate stream, which the extractor may notice before the
+    # digest check at the end of the blob.
+    layer_case("lying-blob", "blob bytes differ from the digest", MISMATCH + UNSAFE, bytes(lying),
+               desc_digest=sha256(honest), diff_ids=[sha256(raw_honest)])
+    layer_case("short-size", "descriptor size smaller than the blob", MISMATCH, honest,
+               desc_size=len(honest) - 10, diff_ids=[sha256(raw_honest)])
+    layer_case("long-size", "descriptor size larger than the blob",
+               MISMATCH + ["NETWORK", "IO"],
+               honest, desc_size=len(honest) + 1000, diff_ids=[sha256(raw_honest)])
+    layer_case("wrong-diff-id", "the config's diff_id does not match the layer", MISMATCH,
+               honest, diff_ids=[sha256(b"not this layer")])
+    layer_case("diff-id-count", "two diff_ids for one layer", MISMATCH + ["REGISTRY"], honest,
+               diff_ids=[sha256(raw_honest), sha256(b"extra")])
+    layer_case("negative-size", "a layer descriptor with a negative size",
+               ["INVALID_ARGUMENT", "MANIFEST_UNKNOWN", "REGISTRY", "UNSUPPORTED"], honest,
+               desc_size=-5, diff_ids=[sha256(raw_honest)])
+    # Bogus digest algorithms and digests that would make paths or URLs.
+    BOGUS = ["UNSUPPORTED", "INVALID_ARGUMENT"]
+    for name, bogus in (("digest-md5", "md5:d41d8cd98f00b204e9800998ecf8427e"),
+                        ("digest-sha512", "sha512:" + "ab" * 64),
+                        ("digest-traversal", "sha256:../../../../etc/passwd"),
+                        ("digest-uppercase", "sha256:" + "AB" * 32),
+                        ("digest-query", "sha256:" + "a" * 63 + "?x=1")):
+        layout = c.case(name, "layer digest %r" % bogus, BOGUS, bogus=bogus)
+        ldesc = {"mediaType": MT_LAYER_GZ, "digest": bogus, "size": 10}
+        manifest = c.manifest_for(layout, [ldesc], [sha256(b"x")])
+        layout.finish(layout.put(cjson(manifest), MT_MANIFEST))
+    layout = c.case("config-digest-md5", "config digest md5:…", BOGUS, bogus="md5:")
+    manifest = {"schemaVersion": 2, "mediaType": MT_MANIFEST,
+                "config": {"mediaType": MT_CONFIG, "digest": "md5:" + "0" * 32, "size": 2},
+                "layers": []}
+    layout.finish(layout.put(cjson(manifest), MT_MANIFEST))
+    layout = c.case("diff-id-bogus", "a diff_id that is not a digest", BOGUS)
+    manifest = c.manifest_for(layout, [layout.put(honest, MT_LAYER_GZ)], ["sha256:../../x"])
+    layout.finish(layout.put(cjson(manifest), MT_MANIFEST))
+    # Documents: size, depth, self reference, layer count.
+    DOC = ["UNSUPPORTED", "INVALID_ARGUMENT", "MANIFEST_UNKNOWN", "REGISTRY", "DIGEST_MISMATCH"]
+    layout = c.case("config-lying", "config bytes differ from the config digest", MISMATCH)
+    config = cjson({"architecture": host_arch(), "os": "linux", "rootfs": {"type": "layers",
+                    "diff_ids": []}})
+    cdesc = layout.put(config + b" ", MT_CONFIG, sha256(config))
+    cdesc["size"] = len(config) + 1
+    manifest = {"schemaVersion": 2, "mediaType": MT_MANIFEST, "config": cdesc, "layers": []}
+    layout.finish(layout.put(cjson(manifest), MT_MANIFEST))
+    layout = c.case("manifest-lying", "manifest bytes differ from the digest the index gives",
+                    MISMATCH)
+    manifest = cjson(c.manifest_for(layout, [], []))
+    desc = layout.put(manifest + b" ", MT_MANIFEST, sha256(manifest))
+    layout.finish(desc)
+    layout = c.case("huge-manifest", "a 6 MiB manifest", DOC)
+    manifest = c.manifest_for(layout, [], [])
+    manifest["annotations"] = {"pad": "x" * (6 << 20)}
+    layout.finish(layout.put(cjson(manifest), MT_MANIFEST))
+    layout = c.case("huge-config", "a config descriptor of 100 MiB", DOC)
+    manifest = c.manifest_for(layout, [], [])
+    manifest["config"]["size"] = 100 << 20
+    layout.finish(layout.put(cjson(manifest), MT_MANIFEST))
+    deep = b'{"schemaVersion":2,"mediaType":"' + MT_MANIFEST.encode() + b'","x":' + \
+        b"[" * 100000 + b"]" * 100000 + b"}"
+    c.documents("deep-json", "JSON nested 100000 deep", DOC, deep)
+    c.documents("not-json", "a manifest that is not JSON", DOC, b"\x00\x01garbage{{{")
+    # An index whose entry is the index itself: served under that digest, the bytes cannot
+    # match it (a document cannot contain its own hash).
+    layout = c.case("index-self", "an index whose only entry names the index itself", DOC)
+    fake = sha256(b"the index itself")
+    index = cjson({"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": [
+        {"mediaType": MT_INDEX, "digest": fake, "size": 400,
+         "platform": {"architecture": host_arch(), "os": "linux"}}]})
+    layout.put(index, MT_INDEX, fake)
+    desc = layout.put(index, MT_INDEX)
+    layout.finish(desc)
+    layout = c.case("index-nested", "an index pointing at another index", DOC)
+    inner = cjson({"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": []})
+    idesc = layout.put(inner, MT_INDEX)
+    idesc["platform"] = {"architecture": host_arch(), "os": "linux"}
+    outer = cjson({"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": [idesc]})
+    layout.finish(layout.put(outer, MT_INDEX))
+    layout = c.case("many-layers", "1500 layers (all the same small blob)", DOC)
+    ldesc = layout.put(honest, MT_LAYER_GZ)
+    manifest = c.manifest_for(layout, [ldesc] * 1500, [sha256(raw_honest)] * 1500)
+    layout.finish(layout.put(cjson(manifest), MT_MANIFEST))
+    return c.cases
+
+
 # ----------------------------------------------------------------------------- main
 
 def main():
@@ -427,6 +799,8 @@ def main():
     ap.add_argument("outdir")
     ap.add_argument("--sentinel", help="directory the hostile images aim at "
                     "(default: OUTDIR/../sentinel)")
+    ap.add_argument("--corpus", action="store_true",
+                    help="build only the hostile corpus (OUTDIR/corpus/, OUTDIR/corpus.json)")
     args = ap.parse_args()
     out = os.path.abspath(args.outdir)
     os.makedirs(out, exist_ok=True)
@@ -434,6 +808,14 @@ def main():
     os.makedirs(sentinel, exist_ok=True)
     with open(sentinel + ".target", "wb") as fh:
         fh.write(b"sentinel target: must never change\n")
+    if args.corpus:
+        cases = build_corpus(out, sentinel)
+        meta = {"sentinel": sentinel, "sentinel_target": sentinel + ".target", "cases": cases}
+        with open(os.path.join(out, "corpus.json"), "w") as fh:
+            json.dump(meta, fh, indent=1, sort_keys=True)
+        print("mkimage.py: %d corpus cases in %s" % (len(cases), os.path.join(out, "corpus")),
+              file=sys.stderr)
+        return
 
     images = {"fixture": build_fixture(out), "sibling": build_sibling(out),
               "multi": build_multi(out), "big": build_big(out)}

@@ -1,0 +1,5 @@
+#![no_main]
+// See fuzz/bodies.rs.
+include!("../bodies.rs");
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzz_reference(data));

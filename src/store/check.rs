@@ -1,0 +1,1387 @@
+//! Consistency check and repair of a store, looking at what containers/storage's check looks at
+//! (store-format.md §6.3): layer records against layer directories, overlay short links and
+//! `lower` files, tar-split files, layer content against its diff digest (the tar is rebuilt
+//! from tar-split + files and hashed), image and container references, and mount counts.
+//!
+//! Locks: the metadata is looked at under shared locks, held briefly; layer content is read
+//! without locks (layers are immutable once complete) and a problem found there is confirmed
+//! under the lock before it is reported. Repair takes the locks exclusively, looks again, and
+//! removes what is damaged together with everything that depends on it.
+
+use super::records::{ContainerRecord, ImageRecord, LayerRecord, MountRecord};
+use super::{remove_temp_files, State, Store};
+use crate::config::storage::DriverKind;
+use crate::digest::Hasher;
+use crate::error::{Error, Result};
+use crate::store::lock::LockGuard;
+use serde::Serialize;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What to check and how far repair may go.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    /// Rebuild each layer's tar and compare it with its diff digest (reads every layer's data).
+    pub content: bool,
+    /// Layers no image or container uses that are older than this count as damage (debris of
+    /// interrupted pulls and deletions, as containers/storage treats them); younger ones are
+    /// only a warning, since a pull may be about to use them. containers/storage: 24 hours.
+    pub unreferenced_max_age: Duration,
+    /// Repair may delete containers whose layer or image is damaged or missing (otherwise they,
+    /// their image and their layers are left alone and stay reported).
+    pub remove_containers: bool,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        CheckOptions {
+            content: true,
+            unreferenced_max_age: Duration::from_secs(24 * 3600),
+            remove_containers: false,
+        }
+    }
+}
+
+/// One finding. `kind` is a stable name (see `Kind`), `id` the layer, image or container ID
+/// or the path concerned.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Finding {
+    pub kind: &'static str,
+    pub id: String,
+    pub message: String,
+}
+
+/// The result of a check or a repair.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckReport {
+    /// No errors (warnings allowed).
+    pub clean: bool,
+    pub errors: Vec<Finding>,
+    pub warnings: Vec<Finding>,
+    /// What repair did (empty for a check).
+    pub repaired: Vec<Finding>,
+    pub layers: usize,
+    pub images: usize,
+    pub containers: usize,
+    /// Layers whose content was rebuilt and hashed.
+    pub layers_verified: usize,
+}
+
+impl CheckReport {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+}
+
+/// Stable names of findings.
+pub mod kind {
+    pub const LAYER_INCOMPLETE: &str = "layer-incomplete";
+    pub const LAYER_PARENT_MISSING: &str = "layer-parent-missing";
+    pub const LAYER_DATA_MISSING: &str = "layer-data-missing";
+    pub const LAYER_LINK_MISSING: &str = "layer-link-missing";
+    pub const LAYER_SHORT_LINK_BAD: &str = "layer-short-link-bad";
+    pub const LAYER_LOWER_BAD: &str = "layer-lower-bad";
+    pub const LAYER_TAR_SPLIT_MISSING: &str = "layer-tar-split-missing";
+    pub const LAYER_CONTENT_MISMATCH: &str = "layer-content-mismatch";
+    pub const LAYER_UNREFERENCED: &str = "layer-unreferenced";
+    pub const LAYER_DIR_UNACCOUNTED: &str = "layer-dir-unaccounted";
+    pub const SHORT_LINK_DANGLING: &str = "short-link-dangling";
+    pub const TAR_SPLIT_UNACCOUNTED: &str = "tar-split-unaccounted";
+    pub const IMAGE_LAYER_MISSING: &str = "image-layer-missing";
+    pub const IMAGE_BIG_DATA_BAD: &str = "image-big-data-bad";
+    pub const IMAGE_DIR_UNACCOUNTED: &str = "image-dir-unaccounted";
+    pub const CONTAINER_IMAGE_MISSING: &str = "container-image-missing";
+    pub const CONTAINER_LAYER_MISSING: &str = "container-layer-missing";
+    pub const CONTAINER_DIR_UNACCOUNTED: &str = "container-dir-unaccounted";
+    pub const MOUNT_STALE: &str = "mount-stale";
+    pub const MOUNT_UNCOUNTED: &str = "mount-uncounted";
+    pub const UNVERIFIABLE: &str = "layer-unverifiable";
+    /// Repair only: what was removed or fixed, and what was left because a container needs it.
+    pub const REMOVED_LAYER: &str = "removed-layer";
+    pub const REMOVED_IMAGE: &str = "removed-image";
+    pub const REMOVED_CONTAINER: &str = "removed-container";
+    pub const REMOVED_PATH: &str = "removed-path";
+    pub const FIXED_LINK: &str = "fixed-link";
+    pub const FIXED_LOWER: &str = "fixed-lower";
+    pub const DROPPED_MOUNT: &str = "dropped-mount";
+    pub const KEPT_FOR_CONTAINER: &str = "kept-for-container";
+}
+
+fn finding(kind: &'static str, id: impl Into<String>, message: impl Into<String>) -> Finding {
+    Finding {
+        kind,
+        id: id.into(),
+        message: message.into(),
+    }
+}
+
+/// Copies of the records, taken under the locks.
+struct Snapshot {
+    layers: Vec<LayerRecord>,
+    mounts: Vec<MountRecord>,
+    images: Vec<ImageRecord>,
+    containers: Vec<ContainerRecord>,
+}
+
+/// Findings of the metadata pass, by kind of object.
+#[derive(Default)]
+struct Findings {
+    errors: Vec<Finding>,
+    warnings: Vec<Finding>,
+}
+
+impl Store {
+    /// Checks the store and reports what is wrong; changes nothing.
+    pub fn check(&self, opts: &CheckOptions) -> Result<CheckReport> {
+        let snapshot = {
+            let mut st = self.state()?;
+            let _lg = st.layers.lock(false)?;
+            {
+                let _mg = st.mounts.lock(false)?;
+            }
+            let _ig = st.images.lock(false)?;
+            let _cg = st.containers.lock(false)?;
+            let snap = snapshot(&st);
+            let found = self.inspect(&snap, opts)?;
+            (snap, found)
+        };
+        let (snap, mut found) = snapshot;
+        let mut verified = 0;
+        if opts.content {
+            let (content, n) = self.verify_contents(&snap.layers);
+            verified = n;
+            // Confirm under the lock: a layer deleted meanwhile is not damage.
+            if !content.is_empty() {
+                let mut st = self.state()?;
+                let _lg = st.layers.lock(false)?;
+                for f in content {
+                    let still = st.layers.records.iter().any(|l| l.id == f.id);
+                    if still {
+                        found.errors.push(f);
+                    }
+                }
+            }
+        }
+        Ok(report(&snap, found, Vec::new(), verified))
+    }
+
+    /// Repairs what the check finds: removes damaged layers with the layers, images (and,
+    /// with `remove_containers`, containers) that depend on them; removes unaccounted
+    /// directories, dangling short links, stray tar-split files and stale mount counts;
+    /// rewrites bad short links and `lower` files. Returns what is still wrong afterwards.
+    pub fn repair(&self, opts: &CheckOptions) -> Result<CheckReport> {
+        // Content first, without locks; only its verdicts on layers still present are used.
+        let content: Vec<Finding> = if opts.content {
+            let layers = {
+                let mut st = self.state()?;
+                let _lg = st.layers.lock(false)?;
+                st.layers.records.clone()
+            };
+            self.verify_contents(&layers).0
+        } else {
+            Vec::new()
+        };
+        let mut st = self.state()?;
+        let lg = st.layers.lock(true)?;
+        let mut repaired = Vec::new();
+        {
+            let mg = st.mounts.lock(true)?;
+            self.repair_mounts(&mut st, &mg, &mut repaired)?;
+        }
+        let ig = st.images.lock(true)?;
+        let cg = st.containers.lock(true)?;
+        let snap = snapshot(&st);
+        let mut found = self.inspect(&snap, opts)?;
+        found.errors.extend(
+            content
+                .into_iter()
+                .filter(|f| snap.layers.iter().any(|l| l.id == f.id)),
+        );
+        self.repair_locked(&mut st, &lg, &ig, &cg, &snap, &found, opts, &mut repaired)?;
+        drop(cg);
+        drop(ig);
+        drop(lg);
+        drop(st);
+        // What is left, looked at afresh (content verdicts of layers that survived remain).
+        let mut after = self.check(&CheckOptions {
+            content: false,
+            ..opts.clone()
+        })?;
+        let mut st = self.state()?;
+        let _lg = st.layers.lock(false)?;
+        for f in found.errors {
+            if f.kind == kind::LAYER_CONTENT_MISMATCH
+                && st.layers.records.iter().any(|l| l.id == f.id)
+            {
+                after.errors.push(f);
+            }
+        }
+        after.errors.sort();
+        after.clean = after.errors.is_empty();
+        after.repaired = repaired;
+        Ok(after)
+    }
+
+    /// The metadata pass: records against each other and against the file system.
+    fn inspect(&self, snap: &Snapshot, opts: &CheckOptions) -> Result<Findings> {
+        let mut f = Findings::default();
+        let layer_ids: BTreeSet<&str> = snap.layers.iter().map(|l| l.id.as_str()).collect();
+        let by_id: HashMap<&str, &LayerRecord> =
+            snap.layers.iter().map(|l| (l.id.as_str(), l)).collect();
+
+        // Layers.
+        for l in &snap.layers {
+            if l.is_incomplete() {
+                f.errors.push(finding(
+                    kind::LAYER_INCOMPLETE,
+                    &l.id,
+                    "layer is marked incomplete (an interrupted write not yet cleaned up)",
+                ));
+                continue;
+            }
+            if !l.parent.is_empty() && !layer_ids.contains(l.parent.as_str()) {
+                f.errors.push(finding(
+                    kind::LAYER_PARENT_MISSING,
+                    &l.id,
+                    format!("parent layer {} does not exist", l.parent),
+                ));
+            }
+            let data = self.driver.layer_dir(&l.id);
+            if !data.is_dir() {
+                f.errors.push(finding(
+                    kind::LAYER_DATA_MISSING,
+                    &l.id,
+                    format!("layer directory {} is missing", data.display()),
+                ));
+                continue;
+            }
+            if self.driver.kind() == DriverKind::Overlay {
+                self.inspect_overlay_links(l, &by_id, &mut f);
+            }
+            if !l.diff_digest.is_empty() && !self.tar_split_path(&l.id).is_file() {
+                f.errors.push(finding(
+                    kind::LAYER_TAR_SPLIT_MISSING,
+                    &l.id,
+                    format!(
+                        "tar-split file {} is missing",
+                        self.tar_split_path(&l.id).display()
+                    ),
+                ));
+            }
+        }
+
+        // Unreferenced layers: not in the parent chain of any image or container layer,
+        // not named, not mounted.
+        let mut used: BTreeSet<&str> = BTreeSet::new();
+        let mut roots: Vec<&str> = Vec::new();
+        for i in &snap.images {
+            roots.push(&i.layer);
+            roots.extend(i.mapped_layers.iter().map(String::as_str));
+        }
+        roots.extend(snap.containers.iter().map(|c| c.layer.as_str()));
+        roots.extend(
+            snap.mounts
+                .iter()
+                .filter(|m| m.count > 0)
+                .map(|m| m.id.as_str()),
+        );
+        roots.extend(
+            snap.layers
+                .iter()
+                .filter(|l| !l.names.is_empty())
+                .map(|l| l.id.as_str()),
+        );
+        for root in roots {
+            let mut next = Some(root);
+            while let Some(id) = next.filter(|id| !id.is_empty()) {
+                if !used.insert(id) {
+                    break;
+                }
+                next = by_id.get(id).map(|l| l.parent.as_str());
+            }
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        for l in &snap.layers {
+            if used.contains(l.id.as_str()) || l.is_incomplete() {
+                continue;
+            }
+            let age = parse_rfc3339(&l.created).map(|t| now - t);
+            let old = match age {
+                Some(a) => a >= opts.unreferenced_max_age.as_secs() as i64,
+                None => true, // no creation time: containers/storage treats it as old
+            };
+            let what = format!(
+                "no image or container uses this layer (created {})",
+                if l.created.is_empty() {
+                    "at an unknown time"
+                } else {
+                    &l.created
+                }
+            );
+            if old {
+                f.errors
+                    .push(finding(kind::LAYER_UNREFERENCED, &l.id, what));
+            } else {
+                f.warnings
+                    .push(finding(kind::LAYER_UNREFERENCED, &l.id, what));
+            }
+        }
+
+        // Driver directories, short links and tar-split files without a layer.
+        for id in self.driver.layer_dirs_on_disk()? {
+            if !layer_ids.contains(id.as_str()) {
+                f.errors.push(finding(
+                    kind::LAYER_DIR_UNACCOUNTED,
+                    self.driver_layer_root(&id).display().to_string(),
+                    format!("layer directory of {id} has no layer record"),
+                ));
+            }
+        }
+        if self.driver.kind() == DriverKind::Overlay {
+            let links = self.graph_root.join("overlay").join("l");
+            for (name, target) in list_symlinks(&links) {
+                let owner = target
+                    .strip_prefix("../")
+                    .and_then(|t| t.strip_suffix("/diff"))
+                    .filter(|id| layer_ids.contains(id));
+                let good = owner.is_some_and(|id| {
+                    read_trimmed(&self.graph_root.join("overlay").join(id).join("link")).as_deref()
+                        == Some(name.as_str())
+                });
+                if !good {
+                    f.errors.push(finding(
+                        kind::SHORT_LINK_DANGLING,
+                        links.join(&name).display().to_string(),
+                        format!("short link {name} -> {target} belongs to no layer"),
+                    ));
+                }
+            }
+        }
+        if let Ok(rd) = std::fs::read_dir(self.layers_dir()) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(id) = name.strip_suffix(".tar-split.gz") {
+                    if !layer_ids.contains(id) {
+                        f.errors.push(finding(
+                            kind::TAR_SPLIT_UNACCOUNTED,
+                            e.path().display().to_string(),
+                            format!("tar-split file of {id} has no layer record"),
+                        ));
+                    }
+                }
+            }
+        }
+
+        // Images.
+        let image_ids: BTreeSet<&str> = snap.images.iter().map(|i| i.id.as_str()).collect();
+        for i in &snap.images {
+            for layer in std::iter::once(&i.layer).chain(i.mapped_layers.iter()) {
+                if !layer.is_empty() && !layer_ids.contains(layer.as_str()) {
+                    f.errors.push(finding(
+                        kind::IMAGE_LAYER_MISSING,
+                        &i.id,
+                        format!("layer {layer} of the image does not exist"),
+                    ));
+                }
+            }
+            let dir = self.images_dir().join(&i.id);
+            for key in &i.big_data_names {
+                let path = dir.join(super::files::big_data_file_name(key));
+                let problem = match std::fs::metadata(&path) {
+                    Err(e) => Some(format!("big-data item {key:?} is unreadable: {e}")),
+                    Ok(m) => match i.big_data_sizes.get(key) {
+                        Some(&size) if size != m.len() as i64 => Some(format!(
+                            "big-data item {key:?} has {} bytes, the record says {size}",
+                            m.len()
+                        )),
+                        _ => None,
+                    },
+                };
+                if let Some(p) = problem {
+                    f.errors.push(finding(kind::IMAGE_BIG_DATA_BAD, &i.id, p));
+                }
+            }
+        }
+        for id in crate::drivers::hex_dirs(&self.images_dir())? {
+            if !image_ids.contains(id.as_str()) {
+                f.errors.push(finding(
+                    kind::IMAGE_DIR_UNACCOUNTED,
+                    self.images_dir().join(&id).display().to_string(),
+                    format!("image directory of {id} has no image record"),
+                ));
+            }
+        }
+
+        // Containers.
+        let container_ids: BTreeSet<&str> = snap.containers.iter().map(|c| c.id.as_str()).collect();
+        for c in &snap.containers {
+            if !c.image.is_empty() && !image_ids.contains(c.image.as_str()) {
+                f.errors.push(finding(
+                    kind::CONTAINER_IMAGE_MISSING,
+                    &c.id,
+                    format!("image {} of the container does not exist", c.image),
+                ));
+            }
+            if c.layer.is_empty() || !layer_ids.contains(c.layer.as_str()) {
+                f.errors.push(finding(
+                    kind::CONTAINER_LAYER_MISSING,
+                    &c.id,
+                    format!("layer {:?} of the container does not exist", c.layer),
+                ));
+            }
+        }
+        for dir in self.container_dirs() {
+            for id in crate::drivers::hex_dirs(&dir)? {
+                if !container_ids.contains(id.as_str()) {
+                    f.errors.push(finding(
+                        kind::CONTAINER_DIR_UNACCOUNTED,
+                        dir.join(&id).display().to_string(),
+                        format!("container directory of {id} has no container record"),
+                    ));
+                }
+            }
+        }
+
+        // Mount counts, and overlay mounts nobody counts (a process died between mounting and
+        // counting: the next mount adopts it; a warning until then).
+        for m in &snap.mounts {
+            if let Some(why) = self.stale_mount(m, &layer_ids) {
+                f.errors.push(finding(kind::MOUNT_STALE, &m.id, why));
+            }
+        }
+        if self.driver.kind() == DriverKind::Overlay {
+            let mounted: std::collections::HashSet<PathBuf> =
+                crate::drivers::mountinfo::mount_points()
+                    .into_iter()
+                    .collect();
+            let home = self.graph_root.join("overlay");
+            for l in &snap.layers {
+                let counted = snap.mounts.iter().any(|m| m.id == l.id && m.count > 0);
+                if !counted && mounted.contains(&home.join(&l.id).join("merged")) {
+                    f.warnings.push(finding(
+                        kind::MOUNT_UNCOUNTED,
+                        &l.id,
+                        "layer is mounted but no mount count records it",
+                    ));
+                }
+            }
+        }
+        Ok(f)
+    }
+
+    /// Why a mount count is stale, if it is.
+    fn stale_mount(&self, m: &MountRecord, layer_ids: &BTreeSet<&str>) -> Option<String> {
+        if !layer_ids.contains(m.id.as_str()) {
+            Some(format!(
+                "mount count {} of a layer that does not exist",
+                m.count
+            ))
+        } else if m.count <= 0 {
+            Some(format!("mount count {} is not positive", m.count))
+        } else if self.driver.kind() == DriverKind::Overlay && !self.driver.is_mounted(&m.id) {
+            Some(format!(
+                "mount count {} but {} is not mounted",
+                m.count, m.path
+            ))
+        } else {
+            None
+        }
+    }
+
+    fn container_dirs(&self) -> [PathBuf; 2] {
+        [
+            self.containers_dir(),
+            self.run_root
+                .join(format!("{}-containers", self.driver.kind().name())),
+        ]
+    }
+
+    /// The driver's directory for a layer ID (overlay: R/overlay/<id>; vfs: R/vfs/dir/<id>).
+    fn driver_layer_root(&self, id: &str) -> PathBuf {
+        match self.driver.kind() {
+            DriverKind::Overlay => self.graph_root.join("overlay").join(id),
+            DriverKind::Vfs => self.driver.layer_dir(id),
+        }
+    }
+
+    /// The `link` file, the `l/` short link and the `lower` file of an overlay layer.
+    fn inspect_overlay_links(
+        &self,
+        l: &LayerRecord,
+        by_id: &HashMap<&str, &LayerRecord>,
+        f: &mut Findings,
+    ) {
+        let home = self.graph_root.join("overlay");
+        let dir = home.join(&l.id);
+        match read_trimmed(&dir.join("link")) {
+            Some(name) if valid_link_name(&name) => {
+                let link = home.join("l").join(&name);
+                let want = format!("../{}/diff", l.id);
+                match std::fs::read_link(&link) {
+                    Ok(t) if t == Path::new(&want) => {}
+                    Ok(t) => f.errors.push(finding(
+                        kind::LAYER_SHORT_LINK_BAD,
+                        &l.id,
+                        format!("short link l/{name} points to {}, not {want}", t.display()),
+                    )),
+                    Err(_) => f.errors.push(finding(
+                        kind::LAYER_SHORT_LINK_BAD,
+                        &l.id,
+                        format!("short link l/{name} is missing"),
+                    )),
+                }
+            }
+            _ => f.errors.push(finding(
+                kind::LAYER_LINK_MISSING,
+                &l.id,
+                format!("{} is missing or malformed", dir.join("link").display()),
+            )),
+        }
+        if l.parent.is_empty() || !by_id.contains_key(l.parent.as_str()) {
+            return;
+        }
+        if let Some(want) = self.expected_lower(&l.parent) {
+            let have = read_trimmed(&dir.join("lower")).unwrap_or_default();
+            if have != want {
+                f.errors.push(finding(
+                    kind::LAYER_LOWER_BAD,
+                    &l.id,
+                    format!("lower file says {have:?}, the parent chain gives {want:?}"),
+                ));
+            }
+        }
+    }
+
+    /// The `lower` content of a child of `parent` (§3.5), from the parent's files.
+    fn expected_lower(&self, parent: &str) -> Option<String> {
+        let home = self.graph_root.join("overlay");
+        let name = read_trimmed(&home.join(parent).join("link")).filter(|n| valid_link_name(n))?;
+        let mut lower = format!("l/{name}");
+        if let Some(rest) = read_trimmed(&home.join(parent).join("lower")) {
+            if !rest.is_empty() {
+                lower.push(':');
+                lower.push_str(&rest);
+            }
+        }
+        Some(lower)
+    }
+
+    /// Rebuilds the tar of every layer with a diff digest and compares. Returns the findings
+    /// and how many layers were verified.
+    fn verify_contents(&self, layers: &[LayerRecord]) -> (Vec<Finding>, usize) {
+        let mut out = Vec::new();
+        let mut verified = 0;
+        for l in layers {
+            if l.is_incomplete() || l.diff_digest.is_empty() {
+                continue;
+            }
+            if !l.diff_digest.starts_with("sha256:") {
+                continue;
+            }
+            let Ok(file) = std::fs::File::open(self.tar_split_path(&l.id)) else {
+                continue; // reported by the metadata pass
+            };
+            let dir = self.driver.layer_dir(&l.id);
+            if !dir.is_dir() {
+                continue;
+            }
+            let mut hasher = HashingWriter(Hasher::new());
+            verified += 1;
+            match crate::unpack::reassemble_layer(file, &dir, &mut hasher) {
+                Err(e) => out.push(finding(
+                    kind::LAYER_CONTENT_MISMATCH,
+                    &l.id,
+                    format!("cannot rebuild the layer's tar: {}", e.message()),
+                )),
+                Ok(()) => {
+                    let size = hasher.0.len as i64;
+                    let digest = hasher.0.finish();
+                    if digest != l.diff_digest || (l.diff_size > 0 && size != l.diff_size) {
+                        out.push(finding(
+                            kind::LAYER_CONTENT_MISMATCH,
+                            &l.id,
+                            format!(
+                                "content rebuilds to {digest} ({size} bytes); the record says {} ({} bytes)",
+                                l.diff_digest, l.diff_size
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        (out, verified)
+    }
+
+    fn repair_mounts(
+        &self,
+        st: &mut State,
+        mg: &LockGuard,
+        repaired: &mut Vec<Finding>,
+    ) -> Result<()> {
+        let layer_ids: BTreeSet<&str> = st.layers.records.iter().map(|l| l.id.as_str()).collect();
+        let mut keep = Vec::new();
+        let mut changed = false;
+        for m in &st.mounts.records {
+            match self.stale_mount(m, &layer_ids) {
+                Some(why) => {
+                    repaired.push(finding(kind::DROPPED_MOUNT, &m.id, why));
+                    changed = true;
+                }
+                None => keep.push(m.clone()),
+            }
+        }
+        if changed {
+            st.mounts.records = keep;
+            st.mounts.save(mg, self.config.sync)?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn repair_locked(
+        &self,
+        st: &mut State,
+        lg: &LockGuard,
+        ig: &LockGuard,
+        cg: &LockGuard,
+        snap: &Snapshot,
+        found: &Findings,
+        opts: &CheckOptions,
+        repaired: &mut Vec<Finding>,
+    ) -> Result<()> {
+        let sync = self.config.sync;
+        // Layers that cannot be kept: their data or chain is broken.
+        let mut bad_layers: BTreeSet<String> = BTreeSet::new();
+        let mut bad_images: BTreeSet<String> = BTreeSet::new();
+        let mut bad_containers: BTreeSet<String> = BTreeSet::new();
+        for e in &found.errors {
+            match e.kind {
+                kind::LAYER_INCOMPLETE
+                | kind::LAYER_PARENT_MISSING
+                | kind::LAYER_DATA_MISSING
+                | kind::LAYER_LINK_MISSING
+                | kind::LAYER_TAR_SPLIT_MISSING
+                | kind::LAYER_CONTENT_MISMATCH
+                | kind::LAYER_UNREFERENCED => {
+                    bad_layers.insert(e.id.clone());
+                }
+                kind::IMAGE_LAYER_MISSING | kind::IMAGE_BIG_DATA_BAD => {
+                    bad_images.insert(e.id.clone());
+                }
+                kind::CONTAINER_IMAGE_MISSING | kind::CONTAINER_LAYER_MISSING => {
+                    bad_containers.insert(e.id.clone());
+                }
+                _ => {}
+            }
+        }
+        // Descendants of a bad layer lose their lower layers: bad too.
+        loop {
+            let more: Vec<String> = snap
+                .layers
+                .iter()
+                .filter(|l| !bad_layers.contains(&l.id) && bad_layers.contains(&l.parent))
+                .map(|l| l.id.clone())
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            bad_layers.extend(more);
+        }
+        let chain = |top: &str| -> Vec<String> {
+            let mut out = Vec::new();
+            let mut next = Some(top.to_string()).filter(|s| !s.is_empty());
+            while let Some(id) = next {
+                if out.contains(&id) {
+                    break;
+                }
+                next = snap
+                    .layers
+                    .iter()
+                    .find(|l| l.id == id)
+                    .map(|l| l.parent.clone())
+                    .filter(|p| !p.is_empty());
+                out.push(id);
+            }
+            out
+        };
+        for i in &snap.images {
+            let layers: Vec<String> = chain(&i.layer)
+                .into_iter()
+                .chain(i.mapped_layers.iter().cloned())
+                .collect();
+            if layers.iter().any(|l| bad_layers.contains(l)) {
+                bad_images.insert(i.id.clone());
+            }
+        }
+        for c in &snap.containers {
+            if bad_images.contains(&c.image)
+                || chain(&c.layer).iter().any(|l| bad_layers.contains(l))
+            {
+                bad_containers.insert(c.id.clone());
+            }
+        }
+        // Containers stay unless allowed to go; what they use stays with them.
+        let mut protected_layers: BTreeSet<String> = BTreeSet::new();
+        let mut protected_images: BTreeSet<String> = BTreeSet::new();
+        let mut removed_containers: Vec<ContainerRecord> = Vec::new();
+        for c in &snap.containers {
+            if bad_containers.contains(&c.id) && opts.remove_containers {
+                removed_containers.push(c.clone());
+                continue;
+            }
+            protected_images.insert(c.image.clone());
+            protected_layers.extend(chain(&c.layer));
+            if let Some(i) = snap.images.iter().find(|i| i.id == c.image) {
+                protected_layers.extend(chain(&i.layer));
+                protected_layers.extend(i.mapped_layers.iter().cloned());
+            }
+            if bad_containers.contains(&c.id) {
+                repaired.push(finding(
+                    kind::KEPT_FOR_CONTAINER,
+                    &c.id,
+                    "container is damaged; left in place (repair with remove_containers deletes it)",
+                ));
+            }
+        }
+        for id in bad_layers.intersection(&protected_layers) {
+            repaired.push(finding(
+                kind::KEPT_FOR_CONTAINER,
+                id,
+                "damaged layer kept: a container uses it",
+            ));
+        }
+        bad_layers.retain(|l| !protected_layers.contains(l));
+        bad_images.retain(|i| !protected_images.contains(i));
+        // A removed container's own layer goes with it.
+        for c in &removed_containers {
+            if !protected_layers.contains(&c.layer) && snap.layers.iter().any(|l| l.id == c.layer) {
+                bad_layers.insert(c.layer.clone());
+            }
+        }
+        // Layers only the removed images used (and that are otherwise unreferenced) stay for
+        // the unreferenced-layer rule of a later check; removing them here too would need the
+        // image-deletion walk, and a second repair does it.
+
+        // Containers.
+        if !removed_containers.is_empty() {
+            st.containers
+                .records
+                .retain(|c| !removed_containers.iter().any(|r| r.id == c.id));
+            st.containers.save(cg, sync)?;
+            for c in &removed_containers {
+                for dir in self.container_dirs() {
+                    let d = dir.join(&c.id);
+                    if d.exists() {
+                        crate::unpack::remove_tree(&d)?;
+                    }
+                }
+                repaired.push(finding(
+                    kind::REMOVED_CONTAINER,
+                    &c.id,
+                    "container removed: its image or layer was damaged or missing",
+                ));
+            }
+        }
+        // Images.
+        if !bad_images.is_empty() {
+            st.images.records.retain(|i| !bad_images.contains(&i.id));
+            st.images.save(ig, sync)?;
+            for id in &bad_images {
+                let d = self.images_dir().join(id);
+                if d.exists() {
+                    crate::unpack::remove_tree(&d)?;
+                }
+                repaired.push(finding(
+                    kind::REMOVED_IMAGE,
+                    id,
+                    "image removed: a layer or big-data item of it was damaged or missing",
+                ));
+            }
+        }
+        // Layers, children first.
+        let mut pending: Vec<String> = bad_layers.iter().cloned().collect();
+        while !pending.is_empty() {
+            let leaf = pending
+                .iter()
+                .position(|id| !st.layers.records.iter().any(|l| &l.parent == id))
+                .unwrap_or(0);
+            let id = pending.remove(leaf);
+            self.delete_layer_locked(st, lg, &id)?;
+            repaired.push(finding(
+                kind::REMOVED_LAYER,
+                &id,
+                "layer removed: damaged, broken chain, or unreferenced",
+            ));
+        }
+        // Links and lower files of the layers that stay.
+        if self.driver.kind() == DriverKind::Overlay {
+            let home = self.graph_root.join("overlay");
+            for e in &found.errors {
+                if bad_layers.contains(&e.id) || !st.layers.records.iter().any(|l| l.id == e.id) {
+                    continue;
+                }
+                match e.kind {
+                    kind::LAYER_SHORT_LINK_BAD => {
+                        if let Some(name) = read_trimmed(&home.join(&e.id).join("link")) {
+                            let link = home.join("l").join(&name);
+                            let _ = std::fs::remove_file(&link);
+                            std::os::unix::fs::symlink(format!("../{}/diff", e.id), &link)
+                                .map_err(|err| {
+                                    Error::io(err, format!("recreating {}", link.display()))
+                                })?;
+                            repaired.push(finding(
+                                kind::FIXED_LINK,
+                                &e.id,
+                                format!("short link l/{name} recreated"),
+                            ));
+                        }
+                    }
+                    kind::LAYER_LOWER_BAD => {
+                        let parent = st
+                            .layers
+                            .records
+                            .iter()
+                            .find(|l| l.id == e.id)
+                            .map(|l| l.parent.clone())
+                            .unwrap_or_default();
+                        if let Some(want) = self.expected_lower(&parent) {
+                            super::files::write_atomic(
+                                &home.join(&e.id).join("lower"),
+                                want.as_bytes(),
+                                0o644,
+                                sync,
+                            )?;
+                            repaired.push(finding(
+                                kind::FIXED_LOWER,
+                                &e.id,
+                                format!("lower rewritten as {want:?}"),
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // Debris: paths nothing refers to (looked at again: deletions above may have made
+        // some of them disappear or appear).
+        let mut debris = Vec::new();
+        for e in &found.errors {
+            if matches!(
+                e.kind,
+                kind::LAYER_DIR_UNACCOUNTED
+                    | kind::SHORT_LINK_DANGLING
+                    | kind::TAR_SPLIT_UNACCOUNTED
+                    | kind::IMAGE_DIR_UNACCOUNTED
+                    | kind::CONTAINER_DIR_UNACCOUNTED
+            ) {
+                debris.push(PathBuf::from(&e.id));
+            }
+        }
+        for path in debris {
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                if self.driver.kind() == DriverKind::Overlay
+                    && path.starts_with(self.graph_root.join("overlay"))
+                {
+                    if let Some(id) = path.file_name().and_then(|n| n.to_str()) {
+                        self.driver.remove_layer(id)?;
+                    }
+                }
+                if path.exists() {
+                    crate::unpack::remove_tree(&path)?;
+                }
+            } else {
+                std::fs::remove_file(&path)
+                    .map_err(|e| Error::io(e, format!("removing {}", path.display())))?;
+            }
+            repaired.push(finding(
+                kind::REMOVED_PATH,
+                path.display().to_string(),
+                "nothing in the store refers to it",
+            ));
+        }
+        remove_temp_files(&self.layers_dir());
+        Ok(())
+    }
+}
+
+fn snapshot(st: &State) -> Snapshot {
+    Snapshot {
+        layers: st.layers.records.clone(),
+        mounts: st.mounts.records.clone(),
+        images: st.images.records.clone(),
+        containers: st.containers.records.clone(),
+    }
+}
+
+fn report(
+    snap: &Snapshot,
+    mut found: Findings,
+    repaired: Vec<Finding>,
+    verified: usize,
+) -> CheckReport {
+    found.errors.sort();
+    found.errors.dedup();
+    found.warnings.sort();
+    CheckReport {
+        clean: found.errors.is_empty(),
+        errors: found.errors,
+        warnings: found.warnings,
+        repaired,
+        layers: snap.layers.len(),
+        images: snap.images.len(),
+        containers: snap.containers.len(),
+        layers_verified: verified,
+    }
+}
+
+struct HashingWriter(Hasher);
+
+impl std::io::Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn read_trimmed(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// containers/storage's short names: 26 characters of A-Z and 2-7.
+fn valid_link_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+}
+
+/// (name, target) of the symlinks in a directory; other entries are listed with an empty target.
+fn list_symlinks(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let target = std::fs::read_link(e.path())
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            out.push((name, target));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Seconds since the epoch of an RFC 3339 time as Go writes it ("2026-11-23T05:49:05.65Z",
+/// or with a "+02:00" offset). None when malformed or Go's zero time.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        if t.bytes().all(|c| c.is_ascii_digit()) {
+            t.parse().ok()
+        } else {
+            None
+        }
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) => {
+            let oh: i64 = rest[1..3].parse().ok()?;
+            let om: i64 = rest[4..6].parse().ok()?;
+            let v = oh * 3600 + om * 60;
+            if rest.starts_with('-') {
+                -v
+            } else {
+                v
+            }
+        }
+        _ => return None,
+    };
+    if y <= 1 {
+        return None; // Go's zero time, 0001-01-01T00:00:00Z
+    }
+    // Days from civil (Howard Hinnant).
+    let (yy, m) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * m + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + sec - offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::records::format_rfc3339;
+    use crate::store::{layer_id_for, BigData, NewImage, NewLayer, StoreOptions};
+    use crate::unpack::{apply_layer, ApplyOptions};
+
+    fn is_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    fn open(dir: &Path, driver: DriverKind) -> Store {
+        Store::open(&StoreOptions {
+            graph_root: Some(dir.join("root")),
+            run_root: Some(dir.join("run")),
+            driver: Some(driver),
+            config_file: None,
+        })
+        .unwrap()
+    }
+
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_mtime(1_600_000_000);
+            h.set_cksum();
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn add_layer(store: &Store, parent: Option<&str>, files: &[(&str, &[u8])]) -> String {
+        let tar = tar_of(files);
+        let staging = store.new_staging_dir().unwrap();
+        store
+            .driver()
+            .prepare_staging(parent, &staging.tree())
+            .unwrap();
+        let mut split = std::fs::File::create(staging.tar_split()).unwrap();
+        let opts = ApplyOptions {
+            whiteouts: store.driver().whiteout_mode(),
+            ..ApplyOptions::default()
+        };
+        let stats = apply_layer(&tar[..], &staging.tree(), &opts, Some(&mut split)).unwrap();
+        drop(split);
+        let id = layer_id_for(parent, &stats.diff_digest);
+        store
+            .commit_layer(
+                NewLayer {
+                    id: id.clone(),
+                    parent: parent.map(String::from),
+                    compressed_digest: stats.diff_digest.clone(),
+                    compressed_size: stats.diff_size as i64,
+                    diff_digest: stats.diff_digest,
+                    diff_size: stats.diff_size as i64,
+                    compression: 0,
+                    uids: stats.uids,
+                    gids: stats.gids,
+                },
+                &staging,
+            )
+            .unwrap();
+        id
+    }
+
+    fn add_image(store: &Store, top: &str, name: &str) -> String {
+        let id = crate::digest::sha256_hex(name.as_bytes());
+        let manifest = format!("{{\"name\":\"{name}\"}}").into_bytes();
+        store
+            .commit_image(NewImage {
+                id: id.clone(),
+                top_layer: Some(top.to_string()),
+                digest: crate::digest::sha256_digest(&manifest),
+                names: vec![name.to_string()],
+                created: None,
+                big_data: vec![BigData {
+                    key: "manifest".into(),
+                    digest: crate::digest::sha256_digest(&manifest),
+                    data: manifest,
+                }],
+                metadata: String::new(),
+            })
+            .unwrap();
+        id
+    }
+
+    fn kinds(findings: &[Finding]) -> Vec<(&'static str, String)> {
+        findings.iter().map(|f| (f.kind, f.id.clone())).collect()
+    }
+
+    fn has(findings: &[Finding], kind: &str, id: &str) -> bool {
+        findings.iter().any(|f| f.kind == kind && f.id.contains(id))
+    }
+
+    #[test]
+    fn damaged_content_is_found_and_repair_respects_containers() {
+        if !is_root() {
+            eprintln!("SKIP: needs root (overlay driver)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), DriverKind::Overlay);
+        let a = add_layer(&store, None, &[("a", b"hello")]);
+        let b = add_layer(&store, Some(&a), &[("b", b"world")]);
+        add_image(&store, &b, "localhost/x:1");
+        let c = store.create_container("localhost/x:1", None, None).unwrap();
+        let report = store.check(&CheckOptions::default()).unwrap();
+        assert!(report.clean, "{:?}", report.errors);
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        assert_eq!(report.layers_verified, 2);
+        assert_eq!((report.layers, report.images, report.containers), (3, 1, 1));
+
+        std::fs::write(store.driver().layer_dir(&a).join("a"), b"jello").unwrap();
+        let report = store.check(&CheckOptions::default()).unwrap();
+        assert_eq!(
+            kinds(&report.errors),
+            vec![(kind::LAYER_CONTENT_MISMATCH, a.clone())]
+        );
+        assert!(
+            report.errors[0].message.contains("CRC"),
+            "{:?}",
+            report.errors
+        );
+
+        // The container keeps what it uses.
+        let report = store.repair(&CheckOptions::default()).unwrap();
+        assert!(!report.clean);
+        assert!(has(&report.repaired, kind::KEPT_FOR_CONTAINER, &c.id));
+        assert_eq!(store.layers().unwrap().len(), 3);
+
+        let report = store
+            .repair(&CheckOptions {
+                remove_containers: true,
+                ..CheckOptions::default()
+            })
+            .unwrap();
+        assert!(report.clean, "{:?}", report.errors);
+        assert!(has(&report.repaired, kind::REMOVED_CONTAINER, &c.id));
+        assert!(has(&report.repaired, kind::REMOVED_LAYER, &a));
+        assert!(store.layers().unwrap().is_empty());
+        assert!(store.images().unwrap().is_empty());
+        assert!(store.containers().unwrap().is_empty());
+        assert!(std::fs::read_dir(dir.path().join("root/overlay/l"))
+            .unwrap()
+            .next()
+            .is_none());
+    }
+
+    #[test]
+    fn links_lowers_and_debris_are_repaired() {
+        if !is_root() {
+            eprintln!("SKIP: needs root (overlay driver)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), DriverKind::Overlay);
+        let home = dir.path().join("root/overlay");
+        let a = add_layer(&store, None, &[("a", b"1")]);
+        let b = add_layer(&store, Some(&a), &[("b", b"2")]);
+        add_image(&store, &b, "localhost/x:1");
+        let link_a = std::fs::read_to_string(home.join(&a).join("link")).unwrap();
+        std::fs::remove_file(home.join("l").join(&link_a)).unwrap();
+        std::fs::write(home.join(&b).join("lower"), "l/WRONG").unwrap();
+        let stray = "f".repeat(64);
+        std::fs::create_dir_all(home.join(&stray).join("diff")).unwrap();
+        std::os::unix::fs::symlink("../nothing/diff", home.join("l/DANGLING")).unwrap();
+        let layers_dir = dir.path().join("root/overlay-layers");
+        std::fs::write(layers_dir.join(format!("{stray}.tar-split.gz")), b"").unwrap();
+        std::fs::create_dir(dir.path().join("root/overlay-images").join(&stray)).unwrap();
+
+        let report = store.check(&CheckOptions::default()).unwrap();
+        for (k, id) in [
+            (kind::LAYER_SHORT_LINK_BAD, a.as_str()),
+            (kind::LAYER_LOWER_BAD, b.as_str()),
+            (kind::LAYER_DIR_UNACCOUNTED, stray.as_str()),
+            (kind::SHORT_LINK_DANGLING, "DANGLING"),
+            (kind::TAR_SPLIT_UNACCOUNTED, stray.as_str()),
+            (kind::IMAGE_DIR_UNACCOUNTED, stray.as_str()),
+        ] {
+            assert!(has(&report.errors, k, id), "{k} {id}: {:?}", report.errors);
+        }
+        let report = store.repair(&CheckOptions::default()).unwrap();
+        assert!(report.clean, "{:?}", report.errors);
+        assert_eq!(store.layers().unwrap().len(), 2);
+        assert_eq!(
+            std::fs::read_link(home.join("l").join(&link_a)).unwrap(),
+            PathBuf::from(format!("../{a}/diff"))
+        );
+        assert_eq!(
+            std::fs::read_to_string(home.join(&b).join("lower")).unwrap(),
+            format!("l/{link_a}")
+        );
+        assert!(!home.join(&stray).exists());
+        assert!(!home.join("l/DANGLING").exists());
+        // And the fixed layer mounts.
+        let c = store.create_container("localhost/x:1", None, None).unwrap();
+        let merged = store.mount_container(&c.id).unwrap();
+        assert_eq!(std::fs::read(merged.join("a")).unwrap(), b"1");
+        assert!(!store.unmount_container(&c.id, false).unwrap());
+    }
+
+    #[test]
+    fn unreferenced_layers_warn_until_old_and_missing_references_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), DriverKind::Vfs);
+        let a = add_layer(&store, None, &[("a", b"1")]);
+        let b = add_layer(&store, Some(&a), &[("b", b"2")]);
+        let report = store.check(&CheckOptions::default()).unwrap();
+        assert!(report.clean);
+        assert!(has(&report.warnings, kind::LAYER_UNREFERENCED, &a));
+        assert!(has(&report.warnings, kind::LAYER_UNREFERENCED, &b));
+        let now = CheckOptions {
+            unreferenced_max_age: Duration::ZERO,
+            ..CheckOptions::default()
+        };
+        let report = store.check(&now).unwrap();
+        assert!(has(&report.errors, kind::LAYER_UNREFERENCED, &a));
+        let report = store.repair(&now).unwrap();
+        assert!(report.clean, "{:?}", report.errors);
+        assert!(store.layers().unwrap().is_empty());
+
+        // An image whose big data went missing; a container whose image went missing.
+        let a = add_layer(&store, None, &[("a", b"1")]);
+        let img = add_image(&store, &a, "localhost/y:1");
+        let c = store.create_container(&img, None, None).unwrap();
+        std::fs::remove_file(
+            dir.path()
+                .join("root/vfs-images")
+                .join(&img)
+                .join("manifest"),
+        )
+        .unwrap();
+        let report = store.check(&CheckOptions::default()).unwrap();
+        assert_eq!(
+            kinds(&report.errors),
+            vec![(kind::IMAGE_BIG_DATA_BAD, img.clone())]
+        );
+        // Without remove_containers the image stays for its container.
+        let report = store.repair(&CheckOptions::default()).unwrap();
+        assert!(!report.clean);
+        assert!(has(&report.repaired, kind::KEPT_FOR_CONTAINER, &c.id));
+        assert!(store.container(&c.id).is_ok());
+        assert!(store.image(&img).is_ok());
+        let report = store
+            .repair(&CheckOptions {
+                remove_containers: true,
+                ..CheckOptions::default()
+            })
+            .unwrap();
+        assert!(report.clean, "{:?}", report.errors);
+        assert!(has(&report.repaired, kind::REMOVED_CONTAINER, &c.id));
+        assert!(has(&report.repaired, kind::REMOVED_IMAGE, &img));
+        assert!(has(&report.repaired, kind::REMOVED_LAYER, &c.layer));
+        assert!(store.containers().unwrap().is_empty());
+        // Its base layer is now unreferenced: a warning, as it is young.
+        let report = store.check(&CheckOptions::default()).unwrap();
+        assert!(report.clean, "{:?}", report.errors);
+        assert!(has(&report.warnings, kind::LAYER_UNREFERENCED, &a));
+    }
+
+    #[test]
+    fn opening_drops_stale_mounts_and_unrecorded_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = if is_root() {
+            DriverKind::Overlay
+        } else {
+            DriverKind::Vfs
+        };
+        let name = driver.name();
+        let store = open(dir.path(), driver);
+        let a = add_layer(&store, None, &[("a", b"1")]);
+        drop(store);
+        let merged = dir.path().join(format!("root/overlay/{a}/merged"));
+        let records = format!(
+            r#"[{{"id":"{a}","path":"{}","count":2}},{{"id":"{}","path":"/x","count":1}}]"#,
+            merged.display(),
+            "e".repeat(64)
+        );
+        let mounts = dir
+            .path()
+            .join(format!("run/{name}-layers/mountpoints.json"));
+        std::fs::write(&mounts, records).unwrap();
+        let stray = "d".repeat(64);
+        for d in [
+            format!("root/{name}-images/{stray}"),
+            format!("root/{name}-containers/{stray}"),
+            format!("run/{name}-containers/{stray}/userdata"),
+        ] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(
+            dir.path()
+                .join(format!("root/{name}-images/.tmp-images.json123")),
+            b"x",
+        )
+        .unwrap();
+        let store = open(dir.path(), driver);
+        let left: Vec<MountRecord> =
+            serde_json::from_slice(&std::fs::read(&mounts).unwrap()).unwrap();
+        if driver == DriverKind::Overlay {
+            assert!(left.is_empty(), "{left:?}");
+        } else {
+            // vfs cannot tell a stale count: only the unknown layer's goes.
+            assert_eq!(left.len(), 1);
+        }
+        assert!(!dir
+            .path()
+            .join(format!("root/{name}-images/{stray}"))
+            .exists());
+        assert!(!dir
+            .path()
+            .join(format!("root/{name}-containers/{stray}"))
+            .exists());
+        assert!(!dir
+            .path()
+            .join(format!("run/{name}-containers/{stray}"))
+            .exists());
+        assert!(!dir
+            .path()
+            .join(format!("root/{name}-images/.tmp-images.json123"))
+            .exists());
+        assert!(store.has_layer(&a).unwrap());
+    }
+
+    #[test]
+    fn rfc3339_round_trip() {
+        for (secs, nanos) in [(0i64, 0u32), (1_795_412_945, 650_009_226), (951_782_400, 5)] {
+            assert_eq!(parse_rfc3339(&format_rfc3339(secs, nanos)), Some(secs));
+        }
+        assert_eq!(parse_rfc3339("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(parse_rfc3339("0001-01-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("garbage"), None);
+        assert_eq!(parse_rfc3339(""), None);
+    }
+
+    #[test]
+    fn link_names() {
+        assert!(valid_link_name("ABCDEFGHIJKLMNOPQRSTUVWXYZ"));
+        assert!(!valid_link_name("../x"));
+        assert!(!valid_link_name(""));
+    }
+}
