@@ -76,8 +76,8 @@ class Layer:
 
     def __init__(self, tmp_dir):
         self.tar_path = os.path.join(tmp_dir, "layer.tar")
-        self.file = open(self.tar_path, "wb")
-        self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.PAX_FORMAT)
+        self.raw = open(self.tar_path, "wb")
+        self.tar = tarfile.open(fileobj=self.raw, mode="w", format=tarfile.PAX_FORMAT)
         self.entries = 0
         self.files = 0
 
@@ -107,7 +107,7 @@ class Layer:
     def finish(self, blobs, compressions=("gzip",)):
         """Closes the tar; returns {compression: descriptor+stats} for each compression."""
         self.tar.close()
-        self.file.close()
+        self.raw.close()
         h = hashlib.sha256()
         with open(self.tar_path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -84,6 +84,7 @@ class Bench:
         self.conf = os.path.join(a.work, "storage.conf")
         self.conf_nosync = os.path.join(a.work, "storage-nosync.conf")
         self.quick = a.quick == "1"
+        self.runroots = "/run/cimage-bench"
 
     # ------------------------------------------------------------------ bookkeeping
     def record(self, image, fs, kind, tool, rnd, r, **extra):
@@ -116,7 +117,7 @@ class Bench:
         os.makedirs(os.path.join(self.mnt, "tmp"))
 
     def drop_fs(self):
-        clean(self.mnt)
+        clean(self.mnt, self.runroots)
         if os.path.exists(self.fs_img):
             os.unlink(self.fs_img)
 
@@ -124,7 +125,7 @@ class Bench:
         base = ('[storage]\ndriver = "overlay"\nrunroot = "%s/run"\ngraphroot = "%s/root"\n'
                 '[storage.options]\npull_options = {enable_partial_images = "false", '
                 'use_hard_links = "false", ostree_repos = ""}\n[storage.options.overlay]\nmountopt = "nodev"\n'
-                % (self.mnt, self.mnt))
+                % (self.runroots, self.mnt))
         with open(self.conf, "w") as f:
             f.write(base)
         with open(self.conf_nosync, "w") as f:
@@ -139,8 +140,9 @@ class Bench:
 
     # ------------------------------------------------------------------ the tools
     def store(self, tool):
+        """Graph root and temp dir on the store fs; the run root on a tmpfs, as /run is."""
         d = os.path.join(self.mnt, "stores", tool)
-        return os.path.join(d, "root"), os.path.join(d, "run"), os.path.join(d, "tmp")
+        return os.path.join(d, "root"), os.path.join(self.runroots, tool), os.path.join(d, "tmp")
 
     def pull_argv(self, tool, image):
         ref = "%s/bench/%s" % (self.reg, image)
@@ -280,14 +282,14 @@ class Bench:
             cid = p.stdout.split()[0]
             m = subprocess.run(cs + ["mount", cid], capture_output=True, text=True, env=env)
             t2 = time.perf_counter()
-            u = subprocess.run(cs + ["unmount", cid], capture_output=True, env=env)
+            u = subprocess.run(cs + ["unmount", cid], capture_output=True, text=True, env=env)
             t3 = time.perf_counter()
-            d = subprocess.run(cs + ["delete-container", cid], capture_output=True, env=env)
+            d = subprocess.run(cs + ["delete-container", cid], capture_output=True, text=True, env=env)
             t4 = time.perf_counter()
-            ok = m.returncode == 0 and os.path.isdir(m.stdout.strip()) and u.returncode == 0 and d.returncode == 0
-            if not ok:
-                log("  containers-storage cycle failed (%s)" % ref)
-                return
+            for step, q in (("mount", m), ("unmount", u), ("delete-container", d)):
+                if q.returncode != 0:
+                    log("  containers-storage %s failed (%s): %s" % (step, ref, q.stderr.strip()))
+                    return
             for name, secs in (("create", t1 - t0), ("mount", t2 - t1), ("unmount", t3 - t2),
                                ("delete", t4 - t3), ("cycle", t4 - t0)):
                 self.out.write(json.dumps({"image": image, "fs": fs, "kind": "cycle-cli",
@@ -325,6 +327,10 @@ class Bench:
         steal0 = self.steal()
         t0 = time.time()
         fss = self.a.filesystems.split()
+        clean(self.runroots)
+        os.makedirs(self.runroots)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0700", "cimage-bench-run", self.runroots],
+                       check=True)
         try:
             for image in self.a.images.split():
                 for i, fs in enumerate(fss):

@@ -3,6 +3,7 @@
 #
 # The machine's best single pass over an image's layers: for each layer
 #     curl URL | tee >(sha256sum) | DECOMPRESSOR -dc | tar -x -C DEST/N
+# (tee feeds sha256sum through a fifo, which is the same pass but can be waited for)
 # and the digest checked at the end, as a puller must. "seq" runs the layers one after
 # another, "par" two at a time.
 set -euo pipefail
@@ -10,10 +11,14 @@ dest=$1 mode=$2 dec=$3
 shift 3
 
 layer() { # layer N URL DIGEST
-  local dir=$dest/$1 sum
+  local dir=$dest/$1 sum hasher
   mkdir -p "$dir"
-  curl -sf "$2" | tee >(sha256sum > "$dir.sha256") | "$dec" -dc | tar --numeric-owner -x -C "$dir"
-  wait $! # the process substitution (bash >= 4.4)
+  # tee's second output goes to sha256sum through a fifo, so that it can be waited for.
+  mkfifo "$dir.fifo"
+  sha256sum < "$dir.fifo" > "$dir.sha256" &
+  hasher=$!
+  curl -sf "$2" | tee "$dir.fifo" | "$dec" -dc | tar --numeric-owner -x -C "$dir"
+  wait "$hasher"
   sum=$(cut -d' ' -f1 "$dir.sha256")
   [ "sha256:$sum" = "$3" ] || { echo "pipeline: $2: digest sha256:$sum, want $3" >&2; return 1; }
 }

@@ -423,22 +423,20 @@ async fn fetch_layers(
             // vfs: a layer starts from its parent's committed tree, so fetch and commit in order.
             let h = handles.pop().unwrap();
             let (staging, new) = join(h).await?;
-            commit(store, staging, new, &layer.desc, progress).await?;
+            commit(store, vec![(new, staging, layer.desc.digest.clone())], progress).await?;
         }
     }
+    // Overlay layers are committed together once all are extracted: one layers.json write
+    // (and one sync) per pull instead of per layer. After a failure the layers fetched below
+    // it are still committed, so that a retry does not fetch them again.
+    let mut fetched = Vec::new();
     let mut first_err: Option<Error> = None;
-    let mut committed_ok = true;
     for (h, layer) in handles.into_iter().zip(plan.iter()) {
-        let r = join(h).await;
-        match r {
-            Ok((staging, new)) if committed_ok && first_err.is_none() => {
-                if let Err(e) = commit(store, staging, new, &layer.desc, progress).await {
-                    abort.cancel();
-                    committed_ok = false;
-                    first_err = Some(e);
-                }
+        match join(h).await {
+            Ok((staging, new)) if first_err.is_none() => {
+                fetched.push((new, staging, layer.desc.digest.clone()))
             }
-            Ok(_) => {} // dropped: its staging directory goes away
+            Ok(_) => {} // above a failed layer: dropped, its staging directory goes away
             Err(e) => {
                 if first_err
                     .as_ref()
@@ -448,6 +446,11 @@ async fn fetch_layers(
                     first_err = Some(e);
                 }
             }
+        }
+    }
+    if !fetched.is_empty() && !cancel.is_cancelled() {
+        if let Err(e) = commit(store, fetched, progress).await {
+            first_err.get_or_insert(e);
         }
     }
     match first_err {
@@ -469,16 +472,22 @@ async fn join(
 
 async fn commit(
     store: &Arc<Store>,
-    staging: StagingDir,
-    new: NewLayer,
-    desc: &BlobDesc,
+    layers: Vec<(NewLayer, StagingDir, String)>,
     progress: &ProgressSink,
 ) -> Result<()> {
     let s = store.clone();
-    blocking(move || s.commit_layer(new, &staging)).await?;
-    progress.send(Progress::Done {
-        digest: desc.digest.clone(),
-    });
+    let mut digests = Vec::with_capacity(layers.len());
+    let batch = layers
+        .into_iter()
+        .map(|(new, staging, digest)| {
+            digests.push(digest);
+            (new, staging)
+        })
+        .collect();
+    blocking(move || s.commit_layers(batch)).await?;
+    for digest in digests {
+        progress.send(Progress::Done { digest });
+    }
     Ok(())
 }
 
