@@ -158,9 +158,12 @@ class Bench:
                     "pull", "-q", "--tls-verify=false", ref]
         raise ValueError(tool)
 
-    def pipeline_argv(self, image, dest, mode):
+    def pipeline_argv(self, image, dest, tool):
+        """tool: pipeline-MODE-DECOMPRESSOR, e.g. pipeline-seq-gzip (zstd layers: zstd)."""
         meta = self.meta["bench/" + image]
-        dec = "zstd" if "zstd" in meta["layers"][0]["mediaType"] else "gzip"
+        _, mode, dec = tool.split("-")
+        if "zstd" in meta["layers"][0]["mediaType"]:
+            dec = "zstd"
         argv = ["bash", os.path.join(HERE, "pipeline.sh"), dest, mode, dec]
         for l in meta["layers"]:
             argv += ["http://%s/v2/bench/%s/blobs/%s" % (self.reg, image.split(":")[0], l["digest"]), l["digest"]]
@@ -173,7 +176,7 @@ class Bench:
         os.makedirs(tmp)
         subprocess.run(["sync"])  # no write-back of the previous run during this one
         if tool.startswith("pipeline"):
-            r = Run(self.pipeline_argv(image, dest, tool.split("-")[1]), log_path=self.log_path(image, tool))
+            r = Run(self.pipeline_argv(image, dest, tool), log_path=self.log_path(image, tool))
         else:
             conf = self.conf_nosync if tool == "cimage-nosync" else None
             r = Run(self.pull_argv(tool, image), env=self.env(conf), log_path=self.log_path(image, tool))
@@ -185,9 +188,15 @@ class Bench:
         log("%s on %s" % (image, fs))
         self.fresh_fs(fs)
         self.write_confs()
-        tools = ["cimage", "skopeo", "podman", "pipeline-seq"]
+        # The pipeline with gzip, and with pigz (whose reader, writer and CRC threads make it the
+        # faster of the two); for zstd layers one zstd pipeline. Two layers at once if several.
+        tools = ["cimage", "skopeo", "podman"]
+        if "zstd" in meta["layers"][0]["mediaType"]:
+            tools.append("pipeline-seq-zstd")
+        else:
+            tools += ["pipeline-seq-gzip", "pipeline-seq-pigz"]
         if len(meta["layers"]) > 1:
-            tools.append("pipeline-par")
+            tools.append("pipeline-par-zstd" if "zstd" in tools[-1] else "pipeline-par-pigz")
         if self.a.sync_variants == "false":
             tools.append("cimage-nosync")
         for rnd in range(self.a.rounds):
@@ -228,6 +237,9 @@ class Bench:
                 self.record(image, fs, "limit", "sha256sum", rnd, Run(["sha256sum"] + files, log_path=lp))
                 self.record(image, fs, "limit", dec[0] + " -dc",
                             rnd, Run(["sh", "-c", " ".join(dec + files) + " > /dev/null"], log_path=lp))
+                if not zstd:
+                    self.record(image, fs, "limit", "pigz -dc", rnd,
+                                Run(["sh", "-c", "pigz -dc %s > /dev/null" % " ".join(files)], log_path=lp))
         # tar -x of the uncompressed layers (kept on the host fs, read once so they are cached)
         tars = os.path.join(self.work, "tars")
         clean(tars)

@@ -61,8 +61,11 @@ def main():
         w = walls(image, fs, kind, tool)
         return statistics.median(w) if w else None
 
+    pipelines = ["pipeline-seq-gzip", "pipeline-seq-pigz", "pipeline-seq-zstd", "pipeline-par-pigz",
+                 "pipeline-par-zstd"]
+
     def best_pipeline(image, fs):
-        c = [m for m in (med(image, fs, "cold", "pipeline-seq"), med(image, fs, "cold", "pipeline-par")) if m]
+        c = [m for m in (med(image, fs, "cold", t) for t in pipelines) if m]
         return min(c) if c else None
 
     out = []
@@ -90,13 +93,13 @@ def main():
                                                              m["entries"]))
         p("")
     p("Medians of wall time with (min–max). Cold: empty store; warm: the image is present. "
-      "pipeline = `curl | tee >(sha256sum) | gzip -dc | tar -x` per layer (seq: one layer at a time, "
-      "par: two at once).")
+      "pipeline-MODE-DEC = `curl | tee >(sha256sum) | DEC -dc | tar -x` per layer (seq: one layer at a "
+      "time, par: two at once); the best pipeline is the fastest of them.")
     for fs in fss:
         p("")
         p("## Store on %s" % ("a fresh loop-mounted ext4" if fs == "ext4" else fs))
         p("")
-        tools = ["cimage", "cimage-nosync", "skopeo", "podman", "pipeline-seq", "pipeline-par"]
+        tools = ["cimage", "cimage-nosync", "skopeo", "podman"] + pipelines
         present = [t for t in tools if any(walls(i, fs, "cold", t) for i in images)]
         p("| cold pull | " + " | ".join(present) + " | cimage/skopeo | cimage/pipeline |")
         p("|---" * (len(present) + 3) + "|")
@@ -113,20 +116,21 @@ def main():
                                               cell(walls(i, fs, "warm", "skopeo")),
                                               cell(walls(i, fs, "warm", "podman")), ratio(c, s)))
         p("")
-        p("| limits | curl (all blobs) | sha256sum | decompress -dc | tar -x | best pipeline |")
-        p("|---|---|---|---|---|---|")
+        p("| limits | curl (all blobs) | sha256sum | gzip/zstd -dc | pigz -dc | tar -x | best pipeline |")
+        p("|---|---|---|---|---|---|---|")
         for i in images:
             dec = walls(i, fss[0], "limit", "gzip -dc") or walls(i, fss[0], "limit", "zstd -dc")
-            p("| %s | %s | %s | %s | %s | %s |" % (i, cell(walls(i, fss[0], "limit", "curl")),
+            p("| %s | %s | %s | %s | %s | %s | %s |" % (i, cell(walls(i, fss[0], "limit", "curl")),
                                                    cell(walls(i, fss[0], "limit", "sha256sum")), cell(dec),
+                                                   cell(walls(i, fss[0], "limit", "pigz -dc")),
                                                    cell(walls(i, fs, "limit", "tar -x")),
                                                    fmt_s(best_pipeline(i, fs))))
         p("")
-        p("| CPU (user+sys) and peak RSS, cold, medians | cimage | skopeo | podman | pipeline-seq |")
+        p("| CPU (user+sys) and peak RSS, cold, medians | cimage | skopeo | podman | pipeline-seq-gzip |")
         p("|---|---|---|---|---|")
         for i in images:
             cells = []
-            for t in ("cimage", "skopeo", "podman", "pipeline-seq"):
+            for t in ("cimage", "skopeo", "podman", "pipeline-seq-gzip"):
                 rs = ok.get((i, fs, "cold", t), [])
                 if rs:
                     cells.append("%.2f s · %.0f MiB" % (statistics.median(r["user"] + r["sys"] for r in rs),

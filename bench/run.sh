@@ -51,7 +51,7 @@ case "$STEP" in all | setup) ;; *) die "usage: $0 [all|setup]" ;; esac
 # ---------------------------------------------------------------------------- packages
 need=()
 for pair in debootstrap:debootstrap docker-registry:docker-registry skopeo:skopeo podman:podman \
-  containers-storage:containers-storage curl:curl zstd:zstd mkfs.ext4:e2fsprogs losetup:mount \
+  containers-storage:containers-storage curl:curl pigz:pigz zstd:zstd mkfs.ext4:e2fsprogs losetup:mount \
   python3:python3 cc:gcc cargo:cargo; do
   command -v "${pair%%:*}" > /dev/null || need+=("${pair#*:}")
 done

@@ -423,7 +423,12 @@ async fn fetch_layers(
             // vfs: a layer starts from its parent's committed tree, so fetch and commit in order.
             let h = handles.pop().unwrap();
             let (staging, new) = join(h).await?;
-            commit(store, vec![(new, staging, layer.desc.digest.clone())], progress).await?;
+            commit(
+                store,
+                vec![(new, staging, layer.desc.digest.clone())],
+                progress,
+            )
+            .await?;
         }
     }
     // Overlay layers are committed together once all are extracted: one layers.json write

@@ -784,8 +784,12 @@ impl Store {
     /// everything a commit wrote, instead of an fsync per file and per directory).
     fn sync_fs(&self, path: &Path) -> Result<()> {
         let f = std::fs::File::open(path).ctx(format!("opening {}", path.display()))?;
-        nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f))
-            .map_err(|e| Error::io(e.into(), format!("syncing the file system of {}", path.display())))
+        nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)).map_err(|e| {
+            Error::io(
+                e.into(),
+                format!("syncing the file system of {}", path.display()),
+            )
+        })
     }
 
     /// Records an image (or adds names to an existing one with the same ID, §3.1).
