@@ -231,6 +231,9 @@ impl Drop for StagingDir {
 }
 
 const STAGING_PREFIX: &str = "cimage-staging-";
+/// mountpoints.json lives in the run root, which is volatile (a tmpfs, emptied at boot): it is
+/// never synced.
+const RUN_ROOT_SYNC: bool = false;
 /// The overlay driver's staging root, inside the driver home (see `Store::staging_root`).
 const OVERLAY_STAGING_ROOT: &str = "cimage-staging";
 
@@ -1010,7 +1013,7 @@ impl Store {
             if m.count > 0 && !m.path.is_empty() && self.driver.is_mounted(layer_id) {
                 st.mounts.records[p].count += 1;
                 let path = PathBuf::from(&st.mounts.records[p].path);
-                st.mounts.save(&mg, self.config.sync)?;
+                st.mounts.save(&mg, RUN_ROOT_SYNC)?;
                 return Ok(path);
             }
         }
@@ -1020,7 +1023,7 @@ impl Store {
                 let m = &mut st.mounts.records[p];
                 m.count = m.count.max(0) + 1;
                 m.path = path.display().to_string();
-                st.mounts.save(&mg, self.config.sync)
+                st.mounts.save(&mg, RUN_ROOT_SYNC)
             }
             None => {
                 st.mounts.records.push(MountRecord {
@@ -1028,7 +1031,7 @@ impl Store {
                     path: path.display().to_string(),
                     count: 1,
                 });
-                st.mounts.save(&mg, self.config.sync)
+                st.mounts.save(&mg, RUN_ROOT_SYNC)
             }
         };
         if let Err(e) = saved {
@@ -1065,13 +1068,13 @@ impl Store {
         let count = pos.map(|p| st.mounts.records[p].count).unwrap_or(0);
         if !force && count > 1 {
             st.mounts.records[pos.unwrap()].count -= 1;
-            st.mounts.save(mg, self.config.sync)?;
+            st.mounts.save(mg, RUN_ROOT_SYNC)?;
             return Ok(true);
         }
         self.driver.unmount(layer)?;
         if let Some(p) = pos {
             st.mounts.records.remove(p);
-            st.mounts.save(mg, self.config.sync)?;
+            st.mounts.save(mg, RUN_ROOT_SYNC)?;
         }
         Ok(false)
     }
