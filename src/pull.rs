@@ -518,7 +518,10 @@ async fn fetch_one(
     })
     .await?;
     let mut stream = source.blob(desc).await?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes>>(16);
+    // Queued compressed bytes are bounded by a byte budget, not a number of chunks: hyper hands
+    // out chunks of up to a few hundred KiB when the registry is faster than the extraction.
+    let budget = Arc::new(tokio::sync::Semaphore::new(QUEUED_BYTES));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Chunk>>(64);
     let whiteouts = store.driver().whiteout_mode();
     let tree = staging.tree();
     let tar_split_path = staging.tar_split();
@@ -527,6 +530,7 @@ async fn fetch_one(
         let mut reader = ChannelReader {
             rx,
             current: bytes::Bytes::new(),
+            _permit: None,
             abort: abort_x,
             done: false,
         };
@@ -564,7 +568,13 @@ async fn fetch_one(
                     total,
                 });
             }
-            if tx.send(Ok(chunk)).await.is_err() {
+            // Waits while the extractor is QUEUED_BYTES behind.
+            let permit = budget
+                .clone()
+                .acquire_many_owned(chunk.len().clamp(1, QUEUED_BYTES) as u32)
+                .await
+                .map_err(|_| Error::internal("download budget closed"))?;
+            if tx.send(Ok((chunk, permit))).await.is_err() {
                 break; // the extractor stopped; its error tells why
             }
         }
@@ -609,9 +619,18 @@ async fn fetch_one(
 }
 
 /// Reads the chunks the download pump sends; errors (digest mismatch, cancel) surface as read errors.
+/// Compressed bytes queued per layer between the download and the extractor: enough to keep
+/// both busy, and small enough that parallel layers stay within a few MiB.
+const QUEUED_BYTES: usize = 1 << 20;
+
+/// A downloaded chunk and its share of the layer's byte budget, given back once it is read.
+type Chunk = (bytes::Bytes, tokio::sync::OwnedSemaphorePermit);
+
 struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes>>,
+    rx: tokio::sync::mpsc::Receiver<Result<Chunk>>,
     current: bytes::Bytes,
+    /// Held while `current` has unread bytes.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
     abort: CancelFlag,
     done: bool,
 }
@@ -619,6 +638,8 @@ struct ChannelReader {
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
+            // Give the budget of the chunk read up back before waiting for the next one.
+            self._permit = None;
             if self.done {
                 return Ok(0);
             }
@@ -626,7 +647,10 @@ impl Read for ChannelReader {
                 return Err(Error::cancelled().into());
             }
             match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.current = b,
+                Some(Ok((b, permit))) => {
+                    self.current = b;
+                    self._permit = Some(permit);
+                }
                 Some(Err(e)) => return Err(e.into()),
                 None => {
                     self.done = true;
