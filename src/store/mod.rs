@@ -27,6 +27,9 @@ pub struct StoreOptions {
     pub driver: Option<DriverKind>,
     /// A storage.conf to read instead of the system's.
     pub config_file: Option<PathBuf>,
+    /// Whether writes are made durable (metadata fdatasync'ed, a pull's layer data flushed by a
+    /// syncfs before its record). None: the configured value (on by default).
+    pub sync: Option<bool>,
 }
 
 /// A JSON metadata file, its lock, and what we last loaded from it.
@@ -266,6 +269,9 @@ impl Store {
         }
         if let Some(d) = opts.driver {
             config.driver = Some(d);
+        }
+        if let Some(sync) = opts.sync {
+            config.sync = sync;
         }
         if config.graph_root.as_os_str().is_empty() || config.run_root.as_os_str().is_empty() {
             return Err(Error::invalid("graph root and run root must not be empty"));
@@ -1378,6 +1384,27 @@ mod tests {
             id2,
             digest::sha256_hex(format!("{}+{}", "1".repeat(64), "2".repeat(64)).as_bytes())
         );
+    }
+
+    #[test]
+    fn sync_follows_the_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("storage.conf");
+        std::fs::write(&conf, "").unwrap();
+        let open = |sync| {
+            Store::open(&StoreOptions {
+                graph_root: Some(dir.path().join("root")),
+                run_root: Some(dir.path().join("run")),
+                driver: Some(DriverKind::Vfs),
+                config_file: Some(conf.clone()),
+                sync,
+            })
+            .unwrap()
+            .sync_writes()
+        };
+        assert!(open(None), "durable by default");
+        assert!(!open(Some(false)));
+        assert!(open(Some(true)));
     }
 
     #[test]
