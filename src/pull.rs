@@ -689,23 +689,26 @@ async fn fetch_layers(
             // vfs: a layer starts from its parent's committed tree, so fetch and commit in order.
             if let Some(h) = handles.pop() {
                 let fetched = join(h).await?;
-                commit(store, fetched, &layer.desc, progress, cancel).await?;
+                commit(
+                    store,
+                    vec![(fetched, layer.desc.digest.clone())],
+                    progress,
+                    cancel,
+                )
+                .await?;
             }
         }
     }
+    // Overlay layers are committed together once all are extracted: one layers.json write
+    // (and one sync) per pull instead of per layer. After a failure the layers fetched below
+    // it are still committed, so that a retry does not fetch them again.
+    let mut fetched = Vec::new();
     let mut first_err: Option<Error> = None;
-    let mut committed_ok = true;
     for (h, layer) in handles.into_iter().zip(plan.iter()) {
-        let r = join(h).await;
-        match r {
-            Ok(fetched) if committed_ok && first_err.is_none() => {
-                if let Err(e) = commit(store, fetched, &layer.desc, progress, cancel).await {
-                    abort.cancel();
-                    committed_ok = false;
-                    first_err = Some(e);
-                }
-            }
-            Ok(_) => {} // dropped: its staging directory goes away, its blob lock is released
+        match join(h).await {
+            Ok(f) if first_err.is_none() => fetched.push((f, layer.desc.digest.clone())),
+            // Above a failed layer: dropped; its staging directory goes away, its blob lock is released.
+            Ok(_) => {}
             Err(e) => {
                 if first_err
                     .as_ref()
@@ -715,6 +718,11 @@ async fn fetch_layers(
                     first_err = Some(e);
                 }
             }
+        }
+    }
+    if !fetched.is_empty() && !cancel.is_cancelled() {
+        if let Err(e) = commit(store, fetched, progress, cancel).await {
+            first_err.get_or_insert(e);
         }
     }
     match first_err {
@@ -747,35 +755,42 @@ async fn join(h: tokio::task::JoinHandle<Result<Fetched>>) -> Result<Fetched> {
 
 async fn commit(
     store: &Arc<Store>,
-    fetched: Fetched,
-    desc: &BlobDesc,
+    layers: Vec<(Fetched, String)>,
     progress: &ProgressSink,
     cancel: &CancelFlag,
 ) -> Result<()> {
     // Nothing new enters the store once the caller has cancelled.
     cancel.check()?;
-    match fetched {
-        Fetched::Staged {
-            staging,
-            new,
-            _blob_lock,
-        } => {
-            let s = store.clone();
-            blocking(move || {
-                s.commit_layer(new, &staging)?;
-                // The lock goes only once the layer is in the store: a waiting process then
-                // finds it there.
-                drop(_blob_lock);
-                Ok(())
-            })
-            .await?;
-            progress.send(Progress::Done {
-                digest: desc.digest.clone(),
-            });
+    let mut batch = Vec::with_capacity(layers.len());
+    let mut blob_locks = Vec::with_capacity(layers.len());
+    let mut done = Vec::with_capacity(layers.len());
+    for (fetched, digest) in layers {
+        match fetched {
+            Fetched::Staged {
+                staging,
+                new,
+                _blob_lock,
+            } => {
+                batch.push((new, staging));
+                blob_locks.push(_blob_lock);
+                done.push(digest);
+            }
+            Fetched::Present => progress.send(Progress::Skipped { digest }),
         }
-        Fetched::Present => progress.send(Progress::Skipped {
-            digest: desc.digest.clone(),
-        }),
+    }
+    if !batch.is_empty() {
+        let s = store.clone();
+        blocking(move || {
+            s.commit_layers(batch)?;
+            // The locks go only once the layers are in the store: a waiting process then
+            // finds them there.
+            drop(blob_locks);
+            Ok(())
+        })
+        .await?;
+    }
+    for digest in done {
+        progress.send(Progress::Done { digest });
     }
     Ok(())
 }
@@ -832,7 +847,10 @@ async fn fetch_one(
     })
     .await?;
     let mut stream = source.blob(desc).await?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes>>(16);
+    // Queued compressed bytes are bounded by a byte budget, not a number of chunks: hyper hands
+    // out chunks of up to a few hundred KiB when the registry is faster than the extraction.
+    let budget = Arc::new(tokio::sync::Semaphore::new(QUEUED_BYTES));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Chunk>>(64);
     let whiteouts = store.driver().whiteout_mode();
     let tree = staging.tree();
     let tar_split_path = staging.tar_split();
@@ -841,6 +859,7 @@ async fn fetch_one(
         let mut reader = ChannelReader {
             rx,
             current: bytes::Bytes::new(),
+            _permit: None,
             abort: abort_x,
             done: false,
         };
@@ -880,7 +899,13 @@ async fn fetch_one(
                     total,
                 });
             }
-            if tx.send(Ok(chunk)).await.is_err() {
+            // Waits while the extractor is QUEUED_BYTES behind.
+            let permit = budget
+                .clone()
+                .acquire_many_owned(chunk.len().clamp(1, QUEUED_BYTES) as u32)
+                .await
+                .map_err(|_| Error::internal("download budget closed"))?;
+            if tx.send(Ok((chunk, permit))).await.is_err() {
                 extractor_quit = true; // its error tells why
                 break;
             }
@@ -972,9 +997,18 @@ async fn digest_error_in_rest(
 }
 
 /// Reads the chunks the download pump sends; errors (digest mismatch, cancel) surface as read errors.
+/// Compressed bytes queued per layer between the download and the extractor: enough to keep
+/// both busy, and small enough that parallel layers stay within a few MiB.
+const QUEUED_BYTES: usize = 1 << 20;
+
+/// A downloaded chunk and its share of the layer's byte budget, given back once it is read.
+type Chunk = (bytes::Bytes, tokio::sync::OwnedSemaphorePermit);
+
 struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes>>,
+    rx: tokio::sync::mpsc::Receiver<Result<Chunk>>,
     current: bytes::Bytes,
+    /// Held while `current` has unread bytes.
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
     abort: CancelFlag,
     done: bool,
 }
@@ -982,6 +1016,8 @@ struct ChannelReader {
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
+            // Give the budget of the chunk read up back before waiting for the next one.
+            self._permit = None;
             if self.done {
                 return Ok(0);
             }
@@ -989,7 +1025,10 @@ impl Read for ChannelReader {
                 return Err(Error::cancelled().into());
             }
             match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.current = b,
+                Some(Ok((b, permit))) => {
+                    self.current = b;
+                    self._permit = Some(permit);
+                }
                 Some(Err(e)) => return Err(e.into()),
                 None => {
                     self.done = true;

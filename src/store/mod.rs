@@ -29,6 +29,9 @@ pub struct StoreOptions {
     pub driver: Option<DriverKind>,
     /// A storage.conf to read instead of the system's.
     pub config_file: Option<PathBuf>,
+    /// Whether writes are made durable (metadata fdatasync'ed, a pull's layer data flushed by a
+    /// syncfs before its record). None: the configured value (on by default).
+    pub sync: Option<bool>,
 }
 
 /// A JSON metadata file, its lock, and what we last loaded from it.
@@ -233,6 +236,9 @@ impl Drop for StagingDir {
 }
 
 const STAGING_PREFIX: &str = "cimage-staging-";
+/// mountpoints.json lives in the run root, which is volatile (a tmpfs, emptied at boot): it is
+/// never synced.
+const RUN_ROOT_SYNC: bool = false;
 /// The overlay driver's staging root, inside the driver home (see `Store::staging_root`).
 const OVERLAY_STAGING_ROOT: &str = "cimage-staging";
 
@@ -265,6 +271,9 @@ impl Store {
         }
         if let Some(d) = opts.driver {
             config.driver = Some(d);
+        }
+        if let Some(sync) = opts.sync {
+            config.sync = sync;
         }
         if config.graph_root.as_os_str().is_empty() || config.run_root.as_os_str().is_empty() {
             return Err(Error::invalid("graph root and run root must not be empty"));
@@ -764,85 +773,108 @@ impl Store {
 
     // ---- writes --------------------------------------------------------------------------
 
-    /// Moves an extracted layer into the store (§5.6 rule 4): under layers.lock, the record is
-    /// saved as incomplete before the driver directory exists, and completed after.
-    pub fn commit_layer(&self, new: NewLayer, staging: &StagingDir) -> Result<()> {
+    /// Moves extracted layers into the store (§5.6 rule 4), parents first, as one batch: under
+    /// layers.lock the records are saved as incomplete before the driver directories exist, and
+    /// completed after, so layers.json is written twice per batch rather than twice per layer.
+    /// With `sync`, one syncfs puts every layer's files and tar-split on disk before the record
+    /// that makes them visible. If one layer cannot be moved, none of the batch is committed.
+    pub fn commit_layers(&self, batch: Vec<(NewLayer, StagingDir)>) -> Result<()> {
         let mut st = self.state()?;
         let g = st.layers.lock(true)?;
-        if st
-            .layers
-            .records
-            .iter()
-            .any(|l| l.id == new.id && !l.is_incomplete())
-        {
-            return Ok(()); // another puller committed it meanwhile
-        }
-        if let Some(p) = &new.parent {
-            if !st
-                .layers
-                .records
-                .iter()
-                .any(|l| &l.id == p && !l.is_incomplete())
-            {
-                return Err(Error::internal(format!(
-                    "parent layer {p} of {} is missing",
-                    new.id
-                )));
-            }
-        }
-        let mut rec = LayerRecord {
-            id: new.id.clone(),
-            parent: new.parent.clone().unwrap_or_default(),
-            created: now_rfc3339(),
-            ..Default::default()
+        let complete = |records: &[LayerRecord], id: &str| {
+            records.iter().any(|l| l.id == id && !l.is_incomplete())
         };
-        rec.set_incomplete(true);
-        st.layers.records.push(rec);
+        let mut todo: Vec<(NewLayer, StagingDir)> = Vec::new();
+        for (new, staging) in batch {
+            if complete(&st.layers.records, &new.id) {
+                continue; // another puller committed it meanwhile
+            }
+            if let Some(p) = &new.parent {
+                if !complete(&st.layers.records, p) && !todo.iter().any(|(t, _)| &t.id == p) {
+                    return Err(Error::internal(format!(
+                        "parent layer {p} of {} is missing",
+                        new.id
+                    )));
+                }
+            }
+            todo.push((new, staging));
+        }
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let created = now_rfc3339();
+        for (new, _) in &todo {
+            let mut rec = LayerRecord {
+                id: new.id.clone(),
+                parent: new.parent.clone().unwrap_or_default(),
+                created: created.clone(),
+                ..Default::default()
+            };
+            rec.set_incomplete(true);
+            st.layers.records.push(rec);
+        }
         st.layers.save(&g, self.config.sync)?;
+        let mut moved = Vec::new();
         let result = (|| -> Result<()> {
-            self.driver.create_layer(
-                &new.id,
-                new.parent.as_deref(),
-                LayerContent::Staged(&staging.tree()),
-            )?;
-            // A copy, not a rename: the staging directory may be on another mount (overlay home).
-            let tar_split =
-                std::fs::read(staging.tar_split()).ctx("reading the staged tar-split file")?;
-            write_atomic(
-                &self.tar_split_path(&new.id),
-                &tar_split,
-                0o600,
-                self.config.sync,
-            )?;
-            self.sync_layer_data(&new.id);
+            for (new, staging) in &todo {
+                moved.push(new.id.clone());
+                self.driver.create_layer(
+                    &new.id,
+                    new.parent.as_deref(),
+                    LayerContent::Staged(&staging.tree()),
+                )?;
+                // A copy, not a rename: the staging directory may be on another mount (overlay
+                // home). Not synced here: the syncfs below covers it.
+                let tar_split =
+                    std::fs::read(staging.tar_split()).ctx("reading the staged tar-split file")?;
+                write_atomic(&self.tar_split_path(&new.id), &tar_split, 0o600, false)?;
+            }
+            if self.config.sync {
+                // Layer data must be on disk before the record that makes it visible.
+                self.sync_fs(&self.driver.layer_dir(&todo[0].0.id))?;
+            }
             Ok(())
         })();
-        let rec = st
-            .layers
-            .records
-            .iter_mut()
-            .find(|l| l.id == new.id)
-            .expect("just added");
-        match result {
-            Ok(()) => {
-                rec.compressed_diff_digest = new.compressed_digest;
-                rec.compressed_size = new.compressed_size;
-                rec.diff_digest = new.diff_digest;
-                rec.diff_size = new.diff_size;
-                rec.compression = new.compression;
-                rec.uidset = new.uids;
-                rec.gidset = new.gids;
-                rec.set_incomplete(false);
-                st.layers.save(&g, self.config.sync)
+        if let Err(e) = result {
+            for id in &moved {
+                let _ = self.driver.remove_layer(id);
+                let _ = std::fs::remove_file(self.tar_split_path(id));
             }
-            Err(e) => {
-                let _ = self.driver.remove_layer(&new.id);
-                let _ = std::fs::remove_file(self.tar_split_path(&new.id));
-                st.layers.records.retain(|l| l.id != new.id);
-                let _ = st.layers.save(&g, self.config.sync);
-                Err(e)
-            }
+            st.layers
+                .records
+                .retain(|l| !todo.iter().any(|(t, _)| t.id == l.id));
+            let _ = st.layers.save(&g, self.config.sync);
+            return Err(e);
         }
+        for (new, _) in todo {
+            let rec = st
+                .layers
+                .records
+                .iter_mut()
+                .find(|l| l.id == new.id)
+                .expect("added above");
+            rec.compressed_diff_digest = new.compressed_digest;
+            rec.compressed_size = new.compressed_size;
+            rec.diff_digest = new.diff_digest;
+            rec.diff_size = new.diff_size;
+            rec.compression = new.compression;
+            rec.uidset = new.uids;
+            rec.gidset = new.gids;
+            rec.set_incomplete(false);
+        }
+        st.layers.save(&g, self.config.sync)
+    }
+
+    /// Flushes the file system that holds `path` (data, metadata and renames: one call for
+    /// everything a commit wrote, instead of an fsync per file and per directory).
+    fn sync_fs(&self, path: &Path) -> Result<()> {
+        let f = std::fs::File::open(path).ctx(format!("opening {}", path.display()))?;
+        nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)).map_err(|e| {
+            Error::io(
+                e.into(),
+                format!("syncing the file system of {}", path.display()),
+            )
+        })
     }
 
     /// With sync on, flushes the file system holding a layer's files (data, link, lower, short
@@ -896,16 +928,19 @@ impl Store {
                 ..Default::default()
             },
         };
+        let mut wrote = false;
         for item in &new.big_data {
             if rec.big_data_names.contains(&item.key) {
                 continue;
             }
+            // Not synced one by one: one syncfs below, before the record that names them.
             write_atomic(
                 &dir.join(files::big_data_file_name(&item.key)),
                 &item.data,
                 0o600,
-                self.config.sync,
+                false,
             )?;
+            wrote = true;
             rec.big_data_names.push(item.key.clone());
             rec.big_data_sizes
                 .insert(item.key.clone(), item.data.len() as i64);
@@ -921,6 +956,9 @@ impl Store {
             }
             rec.names_history.retain(|n| n != name);
             rec.names_history.insert(0, name.clone());
+        }
+        if wrote && self.config.sync {
+            self.sync_fs(&dir)?;
         }
         match existing {
             Some(pos) => st.images.records[pos] = rec.clone(),
@@ -1070,7 +1108,7 @@ impl Store {
             if m.count > 0 && !m.path.is_empty() && self.driver.is_mounted(layer_id) {
                 st.mounts.records[p].count += 1;
                 let path = PathBuf::from(&st.mounts.records[p].path);
-                st.mounts.save(&mg, self.config.sync)?;
+                st.mounts.save(&mg, RUN_ROOT_SYNC)?;
                 return Ok(path);
             }
         } else if self.driver.kind() == DriverKind::Overlay && self.driver.is_mounted(layer_id) {
@@ -1091,7 +1129,7 @@ impl Store {
                 let m = &mut st.mounts.records[p];
                 m.count = m.count.max(0) + 1;
                 m.path = path.display().to_string();
-                st.mounts.save(&mg, self.config.sync)
+                st.mounts.save(&mg, RUN_ROOT_SYNC)
             }
             None => {
                 st.mounts.records.push(MountRecord {
@@ -1099,7 +1137,7 @@ impl Store {
                     path: path.display().to_string(),
                     count: 1,
                 });
-                st.mounts.save(&mg, self.config.sync)
+                st.mounts.save(&mg, RUN_ROOT_SYNC)
             }
         };
         if let Err(e) = saved {
@@ -1136,13 +1174,13 @@ impl Store {
         let count = pos.map(|p| st.mounts.records[p].count).unwrap_or(0);
         if !force && count > 1 {
             st.mounts.records[pos.unwrap()].count -= 1;
-            st.mounts.save(mg, self.config.sync)?;
+            st.mounts.save(mg, RUN_ROOT_SYNC)?;
             return Ok(true);
         }
         self.driver.unmount(layer)?;
         if let Some(p) = pos {
             st.mounts.records.remove(p);
-            st.mounts.save(mg, self.config.sync)?;
+            st.mounts.save(mg, RUN_ROOT_SYNC)?;
         }
         Ok(false)
     }
@@ -1465,6 +1503,27 @@ mod tests {
             id2,
             digest::sha256_hex(format!("{}+{}", "1".repeat(64), "2".repeat(64)).as_bytes())
         );
+    }
+
+    #[test]
+    fn sync_follows_the_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("storage.conf");
+        std::fs::write(&conf, "").unwrap();
+        let open = |sync| {
+            Store::open(&StoreOptions {
+                graph_root: Some(dir.path().join("root")),
+                run_root: Some(dir.path().join("run")),
+                driver: Some(DriverKind::Vfs),
+                config_file: Some(conf.clone()),
+                sync,
+            })
+            .unwrap()
+            .sync_writes()
+        };
+        assert!(open(None), "durable by default");
+        assert!(!open(Some(false)));
+        assert!(open(Some(true)));
     }
 
     #[test]
