@@ -81,6 +81,7 @@ fn open_store(store: &Store) -> Arc<cimage::Store> {
             run_root: Some(store.run_root.clone()),
             driver: Some(DriverKind::parse(&store.driver).unwrap()),
             config_file: None,
+            ..Default::default()
         })
         .expect("open the store"),
     )

@@ -46,6 +46,7 @@ mod tests {
             run_root: Some(dir.path().join("run")),
             driver: Some(DriverKind::Vfs),
             config_file: Some(conf),
+            ..Default::default()
         }) {
             Ok(s) => s,
             Err(e) => {

@@ -1057,6 +1057,7 @@ mod tests {
             run_root: Some(dir.join("run")),
             driver: Some(driver),
             config_file: None,
+            ..Default::default()
         })
         .unwrap()
     }
@@ -1090,7 +1091,7 @@ mod tests {
         drop(split);
         let id = layer_id_for(parent, &stats.diff_digest);
         store
-            .commit_layer(
+            .commit_layers(vec![(
                 NewLayer {
                     id: id.clone(),
                     parent: parent.map(String::from),
@@ -1102,8 +1103,8 @@ mod tests {
                     uids: stats.uids,
                     gids: stats.gids,
                 },
-                &staging,
-            )
+                staging,
+            )])
             .unwrap();
         id
     }
