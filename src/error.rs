@@ -193,8 +193,6 @@ impl From<io::Error> for Error {
         let errno = err.raw_os_error().unwrap_or(0);
         let status = if errno != 0 {
             status_for_errno(errno)
-        } else if err.kind() == io::ErrorKind::UnexpectedEof {
-            Status::Io
         } else {
             Status::Io
         };

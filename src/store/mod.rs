@@ -1227,17 +1227,21 @@ impl Store {
         st.containers.records.retain(|x| x.id != c.id);
         st.containers.save(&cg, self.config.sync)?;
         drop(cg);
-        for dir in [
-            self.containers_dir().join(&c.id),
-            self.run_root
-                .join(format!("{}-containers", self.driver.kind().name()))
-                .join(&c.id),
-        ] {
+        self.remove_container_dirs(&c.id)?;
+        self.delete_layer_locked(&mut st, &lg, &c.layer)
+    }
+
+    /// Removes a container's big-data directory and its run-root directory (podman's userdata).
+    fn remove_container_dirs(&self, id: &str) -> Result<()> {
+        let run_dir = self
+            .run_root
+            .join(format!("{}-containers", self.driver.kind().name()));
+        for dir in [self.containers_dir().join(id), run_dir.join(id)] {
             if dir.exists() {
                 crate::unpack::remove_tree(&dir)?;
             }
         }
-        self.delete_layer_locked(&mut st, &lg, &c.layer)
+        Ok(())
     }
 
     /// Deletes an image and the layers only it used; refused (IN_USE) while a container uses it.
@@ -1345,16 +1349,7 @@ impl Store {
         let containers = std::mem::take(&mut st.containers.records);
         st.containers.save(&cg, self.config.sync)?;
         for c in containers {
-            for dir in [
-                self.containers_dir().join(&c.id),
-                self.run_root
-                    .join(format!("{}-containers", self.driver.kind().name()))
-                    .join(&c.id),
-            ] {
-                if dir.exists() {
-                    crate::unpack::remove_tree(&dir)?;
-                }
-            }
+            self.remove_container_dirs(&c.id)?;
         }
         let images = std::mem::take(&mut st.images.records);
         st.images.save(&ig, self.config.sync)?;
