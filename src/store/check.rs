@@ -96,6 +96,10 @@ pub mod kind {
     pub const CONTAINER_DIR_UNACCOUNTED: &str = "container-dir-unaccounted";
     pub const MOUNT_STALE: &str = "mount-stale";
     pub const MOUNT_UNCOUNTED: &str = "mount-uncounted";
+    /// Records in volatile or transient files (newer containers/storage) that cimage does not
+    /// manage: what they use is left alone.
+    pub const FOREIGN_RECORDS: &str = "foreign-records";
+    pub const FOREIGN_RECORDS_UNREADABLE: &str = "foreign-records-unreadable";
     pub const UNVERIFIABLE: &str = "layer-unverifiable";
     /// Repair only: what was removed or fixed, and what was left because a container needs it.
     pub const REMOVED_LAYER: &str = "removed-layer";
@@ -226,7 +230,51 @@ impl Store {
     /// The metadata pass: records against each other and against the file system.
     fn inspect(&self, snap: &Snapshot, opts: &CheckOptions) -> Result<Findings> {
         let mut f = Findings::default();
-        let layer_ids: BTreeSet<&str> = snap.layers.iter().map(|l| l.id.as_str()).collect();
+        // Volatile and transient records: their layers, containers and directories are not
+        // debris, and the layers and images they use are in use.
+        let field = |r: &serde_json::Value, k: &str| {
+            r.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (foreign_layers, foreign_containers) = match (
+            self.foreign_records("layers"),
+            self.foreign_records("containers"),
+        ) {
+            (Some(l), Some(c)) => (l, c),
+            _ => {
+                f.errors.push(finding(
+                    kind::FOREIGN_RECORDS_UNREADABLE,
+                    self.graph_root.display().to_string(),
+                    "a volatile or transient record file is unreadable; the check cannot tell \
+                     what it uses",
+                ));
+                return Ok(f);
+            }
+        };
+        let foreign_layer_ids: Vec<String> =
+            foreign_layers.iter().map(|r| field(r, "id")).collect();
+        let foreign_container_ids: Vec<String> =
+            foreign_containers.iter().map(|r| field(r, "id")).collect();
+        if !foreign_layer_ids.is_empty() || !foreign_container_ids.is_empty() {
+            f.warnings.push(finding(
+                kind::FOREIGN_RECORDS,
+                self.graph_root.display().to_string(),
+                format!(
+                    "{} layers and {} containers are recorded in volatile or transient files; \
+                     they are not checked",
+                    foreign_layer_ids.len(),
+                    foreign_container_ids.len()
+                ),
+            ));
+        }
+        let layer_ids: BTreeSet<&str> = snap
+            .layers
+            .iter()
+            .map(|l| l.id.as_str())
+            .chain(foreign_layer_ids.iter().map(String::as_str))
+            .collect();
         let by_id: HashMap<&str, &LayerRecord> =
             snap.layers.iter().map(|l| (l.id.as_str(), l)).collect();
 
@@ -280,6 +328,20 @@ impl Store {
             roots.extend(i.mapped_layers.iter().map(String::as_str));
         }
         roots.extend(snap.containers.iter().map(|c| c.layer.as_str()));
+        let foreign_parents: Vec<String> =
+            foreign_layers.iter().map(|r| field(r, "parent")).collect();
+        roots.extend(foreign_parents.iter().map(String::as_str));
+        let foreign_used_images: Vec<String> = foreign_containers
+            .iter()
+            .map(|r| field(r, "image"))
+            .collect();
+        for i in snap
+            .images
+            .iter()
+            .filter(|i| foreign_used_images.contains(&i.id))
+        {
+            roots.push(&i.layer);
+        }
         roots.extend(
             snap.mounts
                 .iter()
@@ -417,7 +479,12 @@ impl Store {
         }
 
         // Containers.
-        let container_ids: BTreeSet<&str> = snap.containers.iter().map(|c| c.id.as_str()).collect();
+        let container_ids: BTreeSet<&str> = snap
+            .containers
+            .iter()
+            .map(|c| c.id.as_str())
+            .chain(foreign_container_ids.iter().map(String::as_str))
+            .collect();
         for c in &snap.containers {
             if !c.image.is_empty() && !image_ids.contains(c.image.as_str()) {
                 f.errors.push(finding(
@@ -622,7 +689,18 @@ impl Store {
         mg: &LockGuard,
         repaired: &mut Vec<Finding>,
     ) -> Result<()> {
-        let layer_ids: BTreeSet<&str> = st.layers.records.iter().map(|l| l.id.as_str()).collect();
+        // Counts of volatile/transient layers are theirs; when those files are unreadable,
+        // which layers exist is unknown: change nothing.
+        let Some(foreign) = self.foreign_record_ids("layers") else {
+            return Ok(());
+        };
+        let layer_ids: BTreeSet<&str> = st
+            .layers
+            .records
+            .iter()
+            .map(|l| l.id.as_str())
+            .chain(foreign.iter().map(String::as_str))
+            .collect();
         let mut keep = Vec::new();
         let mut changed = false;
         for m in &st.mounts.records {
@@ -654,6 +732,13 @@ impl Store {
         repaired: &mut Vec<Finding>,
     ) -> Result<()> {
         let sync = self.config.sync;
+        // Without knowing what volatile/transient records use, nothing can be removed safely.
+        let (Some(foreign_layers), Some(foreign_containers)) = (
+            self.foreign_records("layers"),
+            self.foreign_records("containers"),
+        ) else {
+            return Ok(());
+        };
         // Layers that cannot be kept: their data or chain is broken.
         let mut bad_layers: BTreeSet<String> = BTreeSet::new();
         let mut bad_images: BTreeSet<String> = BTreeSet::new();
@@ -724,9 +809,26 @@ impl Store {
                 bad_containers.insert(c.id.clone());
             }
         }
-        // Containers stay unless allowed to go; what they use stays with them.
+        // Containers stay unless allowed to go; what they use stays with them. Volatile and
+        // transient records are not ours to remove: what they use stays too.
         let mut protected_layers: BTreeSet<String> = BTreeSet::new();
         let mut protected_images: BTreeSet<String> = BTreeSet::new();
+        let text = |r: &serde_json::Value, k: &str| {
+            r.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        for r in &foreign_layers {
+            protected_layers.extend(chain(&text(r, "parent")));
+        }
+        for r in &foreign_containers {
+            let image = text(r, "image");
+            if let Some(i) = snap.images.iter().find(|i| i.id == image) {
+                protected_layers.extend(chain(&i.layer));
+            }
+            protected_images.insert(image);
+        }
         let mut removed_containers: Vec<ContainerRecord> = Vec::new();
         for c in &snap.containers {
             if bad_containers.contains(&c.id) && opts.remove_containers {
@@ -1302,6 +1404,65 @@ mod tests {
         let report = store.check(&CheckOptions::default()).unwrap();
         assert!(report.clean, "{:?}", report.errors);
         assert!(has(&report.warnings, kind::LAYER_UNREFERENCED, &a));
+    }
+
+    #[test]
+    fn volatile_records_of_newer_tools_are_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), DriverKind::Vfs);
+        let a = add_layer(&store, None, &[("a", b"1")]);
+        let img = add_image(&store, &a, "localhost/v:1");
+        drop(store);
+        // A volatile container (newer containers/storage) on our image, with its own layer.
+        let (cid, lid) = ("c".repeat(64), "9".repeat(64));
+        std::fs::write(
+            dir.path()
+                .join("root/vfs-containers/volatile-containers.json"),
+            format!(r#"[{{"id":"{cid}","image":"{img}","layer":"{lid}"}}]"#),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("root/vfs-layers/volatile-layers.json"),
+            format!(r#"[{{"id":"{lid}","parent":"{a}"}}]"#),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join("root/vfs-containers").join(&cid)).unwrap();
+        std::fs::create_dir_all(dir.path().join("root/vfs/dir").join(&lid)).unwrap();
+        let store = open(dir.path(), DriverKind::Vfs);
+        assert!(dir.path().join("root/vfs-containers").join(&cid).is_dir());
+        let report = store
+            .repair(&CheckOptions {
+                unreferenced_max_age: Duration::ZERO,
+                ..CheckOptions::default()
+            })
+            .unwrap();
+        assert!(report.clean, "{:?}", report.errors);
+        assert!(has(&report.warnings, kind::FOREIGN_RECORDS, "root"));
+        assert!(report.repaired.is_empty(), "{:?}", report.repaired);
+        assert!(dir.path().join("root/vfs/dir").join(&lid).is_dir());
+        assert!(store.has_layer(&a).unwrap());
+        // An unreadable one: nothing is taken for debris.
+        std::fs::write(
+            dir.path()
+                .join("root/vfs-containers/volatile-containers.json"),
+            b"{not json",
+        )
+        .unwrap();
+        let store = open(dir.path(), DriverKind::Vfs);
+        assert!(dir.path().join("root/vfs-containers").join(&cid).is_dir());
+        let report = store.check(&CheckOptions::default()).unwrap();
+        assert_eq!(
+            kinds(&report.errors),
+            vec![(
+                kind::FOREIGN_RECORDS_UNREADABLE,
+                dir.path()
+                    .join("root")
+                    .canonicalize()
+                    .unwrap()
+                    .display()
+                    .to_string()
+            )]
+        );
     }
 
     #[test]

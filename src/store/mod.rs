@@ -483,20 +483,26 @@ impl Store {
         {
             let _cg = st.containers.lock(true)?;
             remove_temp_files(&self.containers_dir());
-            let known: Vec<&str> = st
-                .containers
-                .records
-                .iter()
-                .map(|c| c.id.as_str())
-                .collect();
-            remove_unrecorded_dirs(&self.containers_dir(), &known, "container")?;
-            remove_unrecorded_dirs(
-                &self
-                    .run_root
-                    .join(format!("{}-containers", self.driver.kind().name())),
-                &known,
-                "container",
-            )?;
+            // Newer containers/storage may also keep container records in volatile or
+            // transient (run-root) files this version does not manage: their directories are
+            // theirs. When such a file cannot be read, nothing is removed.
+            if let Some(foreign) = self.foreign_record_ids("containers") {
+                let mut known: Vec<&str> = st
+                    .containers
+                    .records
+                    .iter()
+                    .map(|c| c.id.as_str())
+                    .collect();
+                known.extend(foreign.iter().map(String::as_str));
+                remove_unrecorded_dirs(&self.containers_dir(), &known, "container")?;
+                remove_unrecorded_dirs(
+                    &self
+                        .run_root
+                        .join(format!("{}-containers", self.driver.kind().name())),
+                    &known,
+                    "container",
+                )?;
+            }
         }
         drop(st);
         let tmp = self.staging_root();
@@ -528,6 +534,45 @@ impl Store {
         Ok(())
     }
 
+    /// IDs of the records of `kind` ("layers" or "containers") kept in files this version does
+    /// not manage (store-format.md §2.5): `volatile-<kind>.json` in the graph-root and run-root
+    /// directories, and a run-root `<kind>.json` (transient store). None when one of them is
+    /// unreadable, so that callers do not take a record's directory for debris.
+    pub(crate) fn foreign_record_ids(&self, kind: &str) -> Option<Vec<String>> {
+        Some(
+            self.foreign_records(kind)?
+                .iter()
+                .filter_map(|r| r.get("id").and_then(|i| i.as_str()).map(String::from))
+                .collect(),
+        )
+    }
+
+    /// The records behind `foreign_record_ids`, as JSON objects.
+    pub(crate) fn foreign_records(&self, kind: &str) -> Option<Vec<serde_json::Value>> {
+        let d = self.driver.kind().name();
+        let graph_dir = self.graph_root.join(format!("{d}-{kind}"));
+        let run_dir = self.run_root.join(format!("{d}-{kind}"));
+        let files = [
+            graph_dir.join(format!("volatile-{kind}.json")),
+            run_dir.join(format!("volatile-{kind}.json")),
+            run_dir.join(format!("{kind}.json")),
+        ];
+        let mut all = Vec::new();
+        for f in files {
+            let data = match std::fs::read(&f) {
+                Ok(d) => d,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(_) => return None,
+            };
+            if data.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let records: Vec<serde_json::Value> = serde_json::from_slice(&data).ok()?;
+            all.extend(records);
+        }
+        Some(all)
+    }
+
     /// Drops mount counts that no longer describe a mount (the caller holds layers.lock
     /// exclusively, so no mount or unmount is half-way): counts of layers that are gone, counts
     /// of zero or less, and — overlay only, where the kernel says what is mounted — counts whose
@@ -539,9 +584,13 @@ impl Store {
         remove_temp_files(st.mounts.path.parent().unwrap_or(Path::new("/")));
         let overlay = self.driver.kind() == DriverKind::Overlay;
         let layers = &st.layers.records;
+        // Layers of volatile/transient records count as known; if their files are unreadable,
+        // no count is dropped for an unknown layer.
+        let foreign = self.foreign_record_ids("layers");
         let before = st.mounts.records.len();
         st.mounts.records.retain(|m| {
-            let known = layers.iter().any(|l| l.id == m.id);
+            let known = layers.iter().any(|l| l.id == m.id)
+                || foreign.as_ref().is_none_or(|f| f.contains(&m.id));
             let live = m.count > 0 && (!overlay || self.driver.is_mounted(&m.id));
             if !(known && live) {
                 crate::log::info(format!(
