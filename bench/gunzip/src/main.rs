@@ -55,7 +55,7 @@ fn main() {
             }
             std::hint::black_box(h.finalize());
         }
-        sha_u = sha_u.min(t.elapsed().as_secs_f64()) ;
+        sha_u = sha_u.min(t.elapsed().as_secs_f64());
     }
     let mib = |n: usize| n as f64 / (1 << 20) as f64;
     println!(
