@@ -531,7 +531,11 @@ async fn fetch_one(
     let tree = staging.tree();
     let tar_split_path = staging.tar_split();
     let abort_x = abort.clone();
-    let extract = tokio::task::spawn_blocking(move || -> Result<(unpack::LayerStats, i64)> {
+    // Decompression has a thread of its own, ahead of the extraction, so that one layer uses
+    // two cores: inflating on one; hashing, tar-split and file creation on the other.
+    let (plain_tx, plain_rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>>>(PLAIN_QUEUE);
+    let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let decompress = tokio::task::spawn_blocking(move || -> Result<i64> {
         let mut reader = ChannelReader {
             rx,
             current: bytes::Bytes::new(),
@@ -539,22 +543,51 @@ async fn fetch_one(
             abort: abort_x,
             done: false,
         };
+        let result = (|| -> Result<i64> {
+            let (kind, mut decoded) = compression::decompress(&mut reader)?;
+            loop {
+                let mut buf = recycle_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| vec![0u8; PLAIN_CHUNK]);
+                let n = read_up_to(&mut decoded, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                if plain_tx.send(Ok(buf)).is_err() {
+                    // The extractor stopped: its error tells why.
+                    return Ok(kind.storage_code());
+                }
+            }
+            drop(decoded);
+            // Read to the end of the blob: the stream checks size and digest only there.
+            std::io::copy(&mut reader, &mut std::io::sink())?;
+            Ok(kind.storage_code())
+        })();
+        if let Err(e) = &result {
+            // The extractor must not take a truncated stream for a complete one.
+            let _ = plain_tx.send(Err(e.clone()));
+        }
+        result
+    });
+    let extract = tokio::task::spawn_blocking(move || -> Result<unpack::LayerStats> {
+        let plain = PlainReader {
+            rx: plain_rx,
+            recycle: recycle_tx,
+            current: Vec::new(),
+            at: 0,
+        };
         let mut tar_split = std::io::BufWriter::new(
             std::fs::File::create(&tar_split_path).ctx("creating the tar-split file")?,
         );
-        let (kind, stats) = {
-            let (kind, decoded) = compression::decompress(&mut reader)?;
-            let opts = ApplyOptions {
-                whiteouts,
-                ..ApplyOptions::default()
-            };
-            let stats = unpack::apply_layer(decoded, &tree, &opts, Some(&mut tar_split))?;
-            (kind, stats)
+        let opts = ApplyOptions {
+            whiteouts,
+            ..ApplyOptions::default()
         };
-        // Read to the end of the blob: the stream checks size and digest only there.
-        std::io::copy(&mut reader, &mut std::io::sink())?;
+        // Reads the uncompressed stream to its end (trailing bytes count in the diff digest).
+        let stats = unpack::apply_layer(plain, &tree, &opts, Some(&mut tar_split))?;
         std::io::Write::flush(&mut tar_split).ctx("writing the tar-split file")?;
-        Ok((stats, kind.storage_code()))
+        Ok(stats)
     });
     // Pump the download into the extractor, reporting progress at most every 100 ms.
     let total = desc.size.max(0) as u64;
@@ -595,7 +628,11 @@ async fn fetch_one(
         done,
         total,
     });
-    let (stats, compression) = joined(extract.await)?;
+    let extracted = joined(extract.await);
+    // A decompression failure (bad data, digest mismatch, cancel) is the cause of whatever the
+    // extractor then reported.
+    let compression = joined(decompress.await)?;
+    let stats = extracted?;
     progress.send(Progress::Verifying {
         digest: desc.digest.clone(),
     });
@@ -623,7 +660,6 @@ async fn fetch_one(
     Ok((staging, new))
 }
 
-/// Reads the chunks the download pump sends; errors (digest mismatch, cancel) surface as read errors.
 /// Compressed bytes queued per layer between the download and the extractor: enough to keep
 /// both busy, and small enough that parallel layers stay within a few MiB.
 const QUEUED_BYTES: usize = 1 << 20;
@@ -631,6 +667,58 @@ const QUEUED_BYTES: usize = 1 << 20;
 /// A downloaded chunk and its share of the layer's byte budget, given back once it is read.
 type Chunk = (bytes::Bytes, tokio::sync::OwnedSemaphorePermit);
 
+/// Uncompressed buffers handed from the decompressing thread to the extracting one, and how
+/// many may wait: at most (PLAIN_QUEUE + 2) × PLAIN_CHUNK bytes per layer.
+const PLAIN_CHUNK: usize = 256 << 10;
+const PLAIN_QUEUE: usize = 4;
+
+/// Fills `buf` as far as the reader goes; 0 only at the end.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The extractor's end of the decompressed stream; read buffers go back for reuse. An error
+/// from the decompressing side surfaces as a read error; a closed channel is the end.
+struct PlainReader {
+    rx: std::sync::mpsc::Receiver<Result<Vec<u8>>>,
+    recycle: std::sync::mpsc::Sender<Vec<u8>>,
+    current: Vec<u8>,
+    at: usize,
+}
+
+impl Read for PlainReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.current.len() {
+            match self.rx.recv() {
+                Ok(Ok(next)) => {
+                    let mut used = std::mem::replace(&mut self.current, next);
+                    if used.capacity() >= PLAIN_CHUNK {
+                        used.resize(PLAIN_CHUNK, 0);
+                        let _ = self.recycle.send(used);
+                    }
+                    self.at = 0;
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Reads the chunks the download pump sends; errors (digest mismatch, cancel) surface as read errors.
 struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<Result<Chunk>>,
     current: bytes::Bytes,
