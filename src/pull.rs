@@ -635,6 +635,11 @@ async fn fetch_layers(
     let abort = cancel.child();
     // Shared by the layers: the cap is on the whole image.
     let size_budget = unpack::SizeBudget::new(opts.max_unpacked_size);
+    // With durable writes, the commit's syncfs would write every extracted byte while the pull
+    // waits; flushing along the way lets the disk work while the CPU extracts.
+    let _flusher = store
+        .sync_writes()
+        .then(|| EarlyWriteback::start(store.graph_root()));
     let sem = Arc::new(tokio::sync::Semaphore::new(parallel));
     let mut handles = Vec::new();
     for layer in &plan {
@@ -855,7 +860,11 @@ async fn fetch_one(
     let tree = staging.tree();
     let tar_split_path = staging.tar_split();
     let abort_x = abort.clone();
-    let extract = tokio::task::spawn_blocking(move || -> Result<(unpack::LayerStats, i64)> {
+    // Decompression has a thread of its own, ahead of the extraction, so that one layer uses
+    // two cores: inflating on one; hashing, tar-split and file creation on the other.
+    let (plain_tx, plain_rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>>>(PLAIN_QUEUE);
+    let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let decompress = tokio::task::spawn_blocking(move || -> Result<i64> {
         let mut reader = ChannelReader {
             rx,
             current: bytes::Bytes::new(),
@@ -863,23 +872,52 @@ async fn fetch_one(
             abort: abort_x,
             done: false,
         };
+        let result = (|| -> Result<i64> {
+            let (kind, mut decoded) = compression::decompress(&mut reader)?;
+            loop {
+                let mut buf = recycle_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| vec![0u8; PLAIN_CHUNK]);
+                let n = read_up_to(&mut decoded, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                if plain_tx.send(Ok(buf)).is_err() {
+                    // The extractor stopped: its error tells why.
+                    return Ok(kind.storage_code());
+                }
+            }
+            drop(decoded);
+            // Read to the end of the blob: the stream checks size and digest only there.
+            std::io::copy(&mut reader, &mut std::io::sink())?;
+            Ok(kind.storage_code())
+        })();
+        if let Err(e) = &result {
+            // The extractor must not take a truncated stream for a complete one.
+            let _ = plain_tx.send(Err(e.clone()));
+        }
+        result
+    });
+    let extract = tokio::task::spawn_blocking(move || -> Result<unpack::LayerStats> {
+        let plain = PlainReader {
+            rx: plain_rx,
+            recycle: recycle_tx,
+            current: Vec::new(),
+            at: 0,
+        };
         let mut tar_split = std::io::BufWriter::new(
             std::fs::File::create(&tar_split_path).ctx("creating the tar-split file")?,
         );
-        let (kind, stats) = {
-            let (kind, decoded) = compression::decompress(&mut reader)?;
-            let opts = ApplyOptions {
-                whiteouts,
-                size_budget,
-                ..ApplyOptions::default()
-            };
-            let stats = unpack::apply_layer(decoded, &tree, &opts, Some(&mut tar_split))?;
-            (kind, stats)
+        let opts = ApplyOptions {
+            whiteouts,
+            size_budget,
+            ..ApplyOptions::default()
         };
-        // Read to the end of the blob: the stream checks size and digest only there.
-        std::io::copy(&mut reader, &mut std::io::sink())?;
+        // Reads the uncompressed stream to its end (trailing bytes count in the diff digest).
+        let stats = unpack::apply_layer(plain, &tree, &opts, Some(&mut tar_split))?;
         std::io::Write::flush(&mut tar_split).ctx("writing the tar-split file")?;
-        Ok((stats, kind.storage_code()))
+        Ok(stats)
     });
     // Pump the download into the extractor, reporting progress at most every 100 ms.
     let total = desc.size.max(0) as u64;
@@ -925,7 +963,12 @@ async fn fetch_one(
     progress.send(Progress::Extracting {
         digest: desc.digest.clone(),
     });
-    let (stats, compression) = match (joined(extract.await), pump) {
+    let extracted = joined(extract.await);
+    // A decompression failure (bad data, digest mismatch, cancel) is the cause of whatever the
+    // extractor then reported.
+    let unpacked =
+        joined(decompress.await).and_then(|compression| Ok((extracted?, compression)));
+    let (stats, compression) = match (unpacked, pump) {
         (Ok(r), Ok(())) => r,
         // The download failed (digest, network, stall, cancel): the extractor's complaint
         // about the bytes it got (a bad gzip checksum, a short archive) is only a consequence.
@@ -996,7 +1039,6 @@ async fn digest_error_in_rest(
     None
 }
 
-/// Reads the chunks the download pump sends; errors (digest mismatch, cancel) surface as read errors.
 /// Compressed bytes queued per layer between the download and the extractor: enough to keep
 /// both busy, and small enough that parallel layers stay within a few MiB.
 const QUEUED_BYTES: usize = 1 << 20;
@@ -1004,6 +1046,58 @@ const QUEUED_BYTES: usize = 1 << 20;
 /// A downloaded chunk and its share of the layer's byte budget, given back once it is read.
 type Chunk = (bytes::Bytes, tokio::sync::OwnedSemaphorePermit);
 
+/// Uncompressed buffers handed from the decompressing thread to the extracting one, and how
+/// many may wait: at most (PLAIN_QUEUE + 2) × PLAIN_CHUNK bytes per layer.
+const PLAIN_CHUNK: usize = 256 << 10;
+const PLAIN_QUEUE: usize = 4;
+
+/// Fills `buf` as far as the reader goes; 0 only at the end.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The extractor's end of the decompressed stream; read buffers go back for reuse. An error
+/// from the decompressing side surfaces as a read error; a closed channel is the end.
+struct PlainReader {
+    rx: std::sync::mpsc::Receiver<Result<Vec<u8>>>,
+    recycle: std::sync::mpsc::Sender<Vec<u8>>,
+    current: Vec<u8>,
+    at: usize,
+}
+
+impl Read for PlainReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.current.len() {
+            match self.rx.recv() {
+                Ok(Ok(next)) => {
+                    let mut used = std::mem::replace(&mut self.current, next);
+                    if used.capacity() >= PLAIN_CHUNK {
+                        used.resize(PLAIN_CHUNK, 0);
+                        let _ = self.recycle.send(used);
+                    }
+                    self.at = 0;
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Reads the chunks the download pump sends; errors (digest mismatch, cancel) surface as read errors.
 struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<Result<Chunk>>,
     current: bytes::Bytes,
@@ -1040,5 +1134,36 @@ impl Read for ChannelReader {
         buf[..n].copy_from_slice(&self.current[..n]);
         bytes::Buf::advance(&mut self.current, n);
         Ok(n)
+    }
+}
+
+/// Flushes the store's file system every PERIOD while layers are extracted, so that the syncfs
+/// of the commit finds little left to write (1.12 → 1.03 s for a Debian image, 3.0 → 2.55 s for
+/// 50,000 small files, on ext4). The thread ends as soon as this is dropped.
+struct EarlyWriteback {
+    _running: std::sync::mpsc::Sender<()>,
+}
+
+impl EarlyWriteback {
+    const PERIOD: Duration = Duration::from_millis(200);
+
+    fn start(root: &std::path::Path) -> EarlyWriteback {
+        let (running, stopped) = std::sync::mpsc::channel::<()>();
+        let root = root.to_path_buf();
+        // Without the thread the pull is as correct, only slower: a spawn failure is ignored.
+        let _ = std::thread::Builder::new()
+            .name("cimage-flush".into())
+            .spawn(move || {
+                let Ok(dir) = std::fs::File::open(&root) else {
+                    return;
+                };
+                // Wakes up early, and ends, when the sender is dropped.
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(Self::PERIOD)
+                {
+                    let _ = nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir));
+                }
+            });
+        EarlyWriteback { _running: running }
     }
 }
