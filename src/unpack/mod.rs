@@ -29,6 +29,7 @@ mod reassemble;
 mod tarfmt;
 mod tarsplit;
 mod tree;
+mod writer;
 
 #[cfg(test)]
 mod tests;
