@@ -6,7 +6,6 @@ use super::fsops::{self, cstr, errno};
 use super::limits::{BudgetReader, NameSet};
 use super::tarfmt::{self, Header, Stream, Time, BLOCK};
 use super::tarsplit::TarSplitWriter;
-use super::writer::{self, FileMeta, FileWriters};
 use super::{ApplyOptions, LayerStats, WhiteoutMode};
 use crate::error::{Error, Result, Status};
 use std::collections::BTreeSet;
@@ -209,8 +208,6 @@ struct CachedDir {
 /// The file-system side of layer application.
 struct Applier<'o> {
     opts: &'o ApplyOptions,
-    /// Where the content of small regular files is written.
-    writers: &'o FileWriters,
     root: OwnedFd,
     root_creation_gid: Option<u32>,
     /// Descriptors of the current parent directory and of some of its ancestors; tar
@@ -228,7 +225,7 @@ struct Applier<'o> {
 }
 
 impl<'o> Applier<'o> {
-    fn new(dest: &Path, opts: &'o ApplyOptions, writers: &'o FileWriters) -> Result<Applier<'o>> {
+    fn new(dest: &Path, opts: &'o ApplyOptions) -> Result<Applier<'o>> {
         use std::os::unix::ffi::OsStrExt;
         let path = cstr(dest.as_os_str().as_bytes())?;
         let root = fsops::openat(libc::AT_FDCWD, &path, libc::O_PATH | libc::O_DIRECTORY, 0)
@@ -237,7 +234,6 @@ impl<'o> Applier<'o> {
             })?;
         Ok(Applier {
             opts,
-            writers,
             root,
             root_creation_gid: None,
             cached_path: Vec::new(),
@@ -504,22 +500,8 @@ impl<'o> Applier<'o> {
             )
         })?;
         let mut file = File::from(fd);
-        let meta = FileMeta {
-            name: e.name.clone(),
-            uid: e.uid,
-            gid: e.gid,
-            mode: e.mode,
-            times: e.times(),
-            xattrs: e.xattrs.clone(),
-            owner_now: (self.euid, gid),
-        };
-        if self.writers.is_parallel() && e.data_size <= writer::MAX_QUEUED_FILE {
-            let data = read_content(stream, e.data_size, crc, &e.name)?;
-            self.writers.submit(file, data, meta)?;
-        } else {
-            copy_content(stream, e.data_size, Some(&mut file), crc, &e.name)?;
-            writer::finish_file(file.as_raw_fd(), &meta)?;
-        }
+        copy_content(stream, e.data_size, Some(&mut file), crc, &e.name)?;
+        self.finish_fd(file.as_raw_fd(), e, (self.euid, gid), true)?;
         self.note_written(&join(comps));
         Ok(())
     }
@@ -652,8 +634,6 @@ impl<'o> Applier<'o> {
     }
 
     fn hardlink(&mut self, e: &Entry, comps: &[&[u8]]) -> Result<()> {
-        // The link's metadata applies to the target's inode: its pending write comes first.
-        self.writers.wait_idle()?;
         let (last, parent_comps) = comps
             .split_last()
             .ok_or_else(|| unsafe_entry(&e.name, "no name"))?;
@@ -902,7 +882,6 @@ impl<'o> Applier<'o> {
 
     /// Directory times, set last because creating children changes them.
     fn finish(&mut self) -> Result<()> {
-        self.writers.wait_idle()?;
         self.apply_dir_times()?;
         if let Some(times) = self.root_times {
             let fd = fsops::openat(
@@ -1002,58 +981,13 @@ fn read_special<R: Read>(
     Ok(data)
 }
 
-/// Reads `size` content bytes whole (a file handed to a worker), updating the CRC.
-fn read_content<R: Read>(
-    stream: &mut Stream<R>,
-    size: u64,
-    crc: &mut Option<Crc64>,
-    name: &[u8],
-) -> Result<Vec<u8>> {
-    let len = usize::try_from(size).map_err(|_| unsafe_entry(name, "content too large"))?;
-    let mut data = vec![0u8; len];
-    let got = stream.read_full(&mut data)?;
-    if got < len {
-        return Err(unsafe_entry(
-            name,
-            "the layer stream ends inside this entry's content",
-        ));
-    }
-    if let Some(c) = crc.as_mut() {
-        c.update(&data);
-    }
-    Ok(data)
-}
-
 pub(super) fn apply_layer<R: Read>(
     tar: R,
     dest: &Path,
     opts: &ApplyOptions,
     tar_split: Option<&mut dyn Write>,
 ) -> Result<LayerStats> {
-    std::thread::scope(|scope| {
-        let writers = FileWriters::start(scope, writer::default_workers());
-        let applied = apply_stream(tar, dest, opts, tar_split, &writers);
-        // Every write is complete (or abandoned after an error) before the caller looks at,
-        // commits or removes the tree.
-        let written = writers.wait_idle();
-        drop(writers); // the workers end; the scope joins them
-        match (applied, written) {
-            (Ok(stats), Ok(())) => Ok(stats),
-            // A worker's error belongs to an entry before whatever stopped the loop.
-            (_, Err(e)) => Err(e),
-            (Err(e), Ok(())) => Err(e),
-        }
-    })
-}
-
-fn apply_stream<R: Read>(
-    tar: R,
-    dest: &Path,
-    opts: &ApplyOptions,
-    tar_split: Option<&mut dyn Write>,
-    writers: &FileWriters,
-) -> Result<LayerStats> {
-    let mut applier = Applier::new(dest, opts, writers)?;
+    let mut applier = Applier::new(dest, opts)?;
     let tar = BudgetReader::new(tar, opts.size_budget.clone());
     let mut stream = Stream::new(tar, STREAM_BUFFER);
     let mut split = tar_split.map(TarSplitWriter::new);

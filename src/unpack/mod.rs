@@ -29,7 +29,6 @@ mod reassemble;
 mod tarfmt;
 mod tarsplit;
 mod tree;
-mod writer;
 
 #[cfg(test)]
 mod tests;

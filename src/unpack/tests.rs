@@ -1282,7 +1282,8 @@ fn bench_50k_small_files() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Content writes on worker threads (writer.rs): what later entries and errors see.
+// What later entries and errors see of a file written before them (also the contract for
+// any future hand-off of content writes to worker threads).
 
 #[test]
 fn hard_links_and_replacements_see_completed_writes() {
