@@ -1346,6 +1346,27 @@ fn hard_links_and_replacements_see_completed_writes() {
 }
 
 #[test]
+fn file_modes_are_exact_whether_set_at_creation_or_after() {
+    // Under the usual umask 022, 0644/0755/0600/0444/0 are created with their mode; 0666,
+    // 0777 and the setuid/setgid/sticky ones are set by fchmod afterwards. Either way the
+    // result is the header's mode.
+    let modes = [
+        0o644, 0o755, 0o600, 0o444, 0o000, 0o666, 0o777, 0o4755, 0o2755, 0o1777, 0o620,
+    ];
+    let e = env();
+    let mut t = TarW::default();
+    for m in modes {
+        t.file(&format!("f{m:o}"), b"x", m, 0, 0);
+    }
+    let tar = t.finish();
+    apply_layer(&tar[..], &e.dest, &ApplyOptions::default(), None).unwrap();
+    for m in modes {
+        let md = fs::symlink_metadata(e.dest.join(format!("f{m:o}"))).unwrap();
+        assert_eq!(md.mode() & 0o7777, m, "mode {m:o}");
+    }
+}
+
+#[test]
 fn a_full_disk_during_queued_writes_is_no_space_with_the_entry_name() {
     require_root!();
     let e = env();
