@@ -878,7 +878,7 @@ async fn fetch_one(
                 let mut buf = recycle_rx
                     .try_recv()
                     .unwrap_or_else(|_| vec![0u8; PLAIN_CHUNK]);
-                let n = read_up_to(&mut decoded, &mut buf)?;
+                let n = read_up_to(&mut decoded, &mut buf).map_err(decoding_error)?;
                 if n == 0 {
                     break;
                 }
@@ -1049,6 +1049,18 @@ type Chunk = (bytes::Bytes, tokio::sync::OwnedSemaphorePermit);
 /// many may wait: at most (PLAIN_QUEUE + 2) × PLAIN_CHUNK bytes per layer.
 const PLAIN_CHUNK: usize = 256 << 10;
 const PLAIN_QUEUE: usize = 4;
+
+/// An error of the decompressor: bad compressed data is an unsafe archive (as a tar the
+/// extractor refuses is); errors of the download under it (digest mismatch, cancel, network)
+/// and of the system keep their status.
+fn decoding_error(e: std::io::Error) -> Error {
+    let from_download = e.get_ref().is_some_and(|inner| inner.is::<Error>());
+    if from_download || e.raw_os_error().is_some() {
+        Error::from(e)
+    } else {
+        Error::unsafe_archive(format!("the layer's compressed data is corrupt: {e}"))
+    }
+}
 
 /// Fills `buf` as far as the reader goes; 0 only at the end.
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
