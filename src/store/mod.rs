@@ -1118,7 +1118,11 @@ impl Store {
         let saved = (|| -> Result<()> {
             let layers = st.layers.prepare_save(&lg, false)?;
             let containers = st.containers.prepare_save(&cg, false)?;
-            self.sync_file_systems(&[&self.driver.layer_dir(&layer_id), &self.graph_root])?;
+            self.sync_file_systems(&[
+                &self.driver.layer_dir(&layer_id),
+                &self.layers_dir(),
+                &self.containers_dir(),
+            ])?;
             st.layers.finish_save(layers)?;
             st.containers.finish_save(containers)
         })();
@@ -1336,7 +1340,7 @@ impl Store {
         } else {
             None
         };
-        self.sync_file_systems(&[&self.graph_root])?;
+        self.sync_file_systems(&[&self.layers_dir(), &self.containers_dir()])?;
         st.containers.finish_save(containers)?;
         drop(cg);
         if let Some(layers) = layers {
