@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# bench/gunzip.sh BLOB... — compares flate2's gzip back ends (zlib-rs as cimage builds it today,
-# zlib-rs with runtime CPU detection, miniz_oxide, zlib-ng) on the given gzip blobs, in-process,
+# bench/gunzip.sh BLOB... — compares flate2's gzip back ends (zlib-rs without and with runtime CPU
+# detection, the latter as cimage builds it; miniz_oxide, zlib-ng) on the given gzip blobs, in-process,
 # best of 5, against gzip -dc and pigz -dc on the same files.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -131,9 +131,6 @@ class Bench:
     def env(self, tool=None):
         e = dict(os.environ)
         e["CONTAINERS_STORAGE_CONF"] = self.conf
-        if tool in ("cimage-nosync", "micro-nosync"):
-            # A build of the library whose stores do not sync (see run.sh, NOSYNC_LIB).
-            e["LD_LIBRARY_PATH"] = self.a.nosync_lib
         e["TMPDIR"] = os.path.join(self.mnt, "tmp")  # c/image stages blobs there: same fs as the store
         e.pop("CIMAGE_LOG", None)
         return e
@@ -148,8 +145,10 @@ class Bench:
         ref = "%s/bench/%s" % (self.reg, image)
         root, run, tmp = self.store(tool)
         if tool.startswith("cimage"):
-            return [self.a.cimagectl, "-d", "overlay", "-r", root, "-R", run, "pull", "--tls-verify=false",
-                    "docker://" + ref]
+            # cimage-nosync: the same build with durable writes off (cimage_store_options_set_sync).
+            sync = ["--sync=false"] if tool == "cimage-nosync" else []
+            return [self.a.cimagectl, "-d", "overlay", "-r", root, "-R", run] + sync + [
+                "pull", "--tls-verify=false", "docker://" + ref]
         if tool == "skopeo":
             return ["skopeo", "copy", "-q", "--src-tls-verify=false", "docker://" + ref,
                     "containers-storage:[overlay@%s+%s]%s" % (root, run, ref)]
@@ -196,8 +195,7 @@ class Bench:
             tools += ["pipeline-seq-gzip", "pipeline-seq-pigz"]
         if len(meta["layers"]) > 1:
             tools.append("pipeline-par-zstd" if "zstd" in tools[-1] else "pipeline-par-pigz")
-        if self.a.nosync_lib:
-            tools.append("cimage-nosync")
+        tools.append("cimage-nosync")
         for rnd in range(self.a.rounds):
             k = rnd % len(tools)
             for tool in tools[k:] + tools[:k]:
@@ -213,8 +211,7 @@ class Bench:
         self.limits(image, fs, first_fs)
         if image == self.a.images.split()[0]:
             self.micro(image, fs, "micro")
-            if self.a.nosync_lib:
-                self.micro(image, fs, "micro-nosync")
+            self.micro(image, fs, "micro-nosync")
             self.cycle_cli(image, fs)
         for tool in warm_tools + ["cimage-nosync"]:
             clean(*self.store(tool))
@@ -266,8 +263,8 @@ class Bench:
         n = 10 if self.quick else 30
         ref = "%s/bench/%s" % (self.reg, image)
         log("  micro-benchmark (%d iterations, in-process)" % n)
-        p = subprocess.run([self.a.micro, root, run, ref, str(n)], env=self.env(variant), capture_output=True,
-                           text=True)
+        argv = [self.a.micro, root, run, ref, str(n)] + (["nosync"] if variant == "micro-nosync" else [])
+        p = subprocess.run(argv, env=self.env(variant), capture_output=True, text=True)
         label = "cimage" if variant == "micro" else "cimage-nosync"
         if p.returncode != 0:
             log("  micro FAILED: %s" % p.stderr.strip())
@@ -376,7 +373,6 @@ def main():
     ap.add_argument("--quick", default="0")
     ap.add_argument("--cimagectl", required=True)
     ap.add_argument("--micro", required=True)
-    ap.add_argument("--nosync-lib", default="", help="directory of a libcimage.so.0.1 built with sync off")
     Bench(ap.parse_args()).main()
 
 

@@ -1,7 +1,7 @@
 /*
  * micro: times cimage's small operations as in-process calls of the C API.
  *
- *     micro ROOT RUNROOT REFERENCE ITERATIONS
+ *     micro ROOT RUNROOT REFERENCE ITERATIONS [nosync]
  *
  * Opens the store at ROOT/RUNROOT (overlay), pulls REFERENCE once (plain HTTP) so the image is
  * present, then for ITERATIONS rounds times:
@@ -10,6 +10,7 @@
  *   missing  cimage_store_pull with policy MISSING (no network)
  *   create, mount, unmount, delete   one container's cycle, and the four together as "cycle"
  * and prints one line per measurement: "NAME SECONDS". Exit status 1 on the first failure.
+ * With "nosync" the store is opened with durable writes off (cimage_store_options_set_sync).
  */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 
@@ -17,6 +18,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -36,6 +38,8 @@ static int fail(const char *what, cimage_status status, cimage_error *err)
     return 1;
 }
 
+static bool sync_writes = true;
+
 static cimage_status open_store(const char *root, const char *run_root, cimage_store **store,
                                 cimage_error **err)
 {
@@ -45,6 +49,8 @@ static cimage_status open_store(const char *root, const char *run_root, cimage_s
         s = cimage_store_options_set_run_root(opts, run_root, err);
     if (s == CIMAGE_STATUS_OK)
         s = cimage_store_options_set_driver(opts, "overlay", err);
+    if (s == CIMAGE_STATUS_OK)
+        s = cimage_store_options_set_sync(opts, sync_writes, err);
     if (s == CIMAGE_STATUS_OK)
         s = cimage_store_open(opts, store, err);
     cimage_store_options_free(opts);
@@ -105,10 +111,11 @@ static int cycle(cimage_store *store, const char *image)
 
 int main(int argc, char **argv)
 {
-    if (argc != 5) {
-        fputs("usage: micro ROOT RUNROOT REFERENCE ITERATIONS\n", stderr);
+    if (argc != 5 && !(argc == 6 && strcmp(argv[5], "nosync") == 0)) {
+        fputs("usage: micro ROOT RUNROOT REFERENCE ITERATIONS [nosync]\n", stderr);
         return 2;
     }
+    sync_writes = argc == 5;
     const char *root = argv[1], *run_root = argv[2], *ref = argv[3];
     int iterations = atoi(argv[4]);
     cimage_error *err = NULL;

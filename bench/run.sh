@@ -20,8 +20,6 @@
 #   ROUNDS=5 (3 quick) cold-pull rounds per tool, image and file system
 #   IMAGES             default: all five (quick: debian:bookworm)
 #   FILESYSTEMS="ext4 tmpfs"
-#   NOSYNC_LIB=        a directory holding a libcimage.so.0.1 built with StorageConfig::sync
-#                      false: adds "cimage-nosync" (same cimagectl, that library) to the runs
 #   REPORT=$WORK/report.md
 #   MIRROR             Debian mirror for debootstrap (default: the first one in apt's sources)
 set -euo pipefail
@@ -152,6 +150,6 @@ mkdir -p "$RESULTS"
 log "measuring: images [$IMAGES], file systems [$FILESYSTEMS], $ROUNDS rounds -> $RESULTS"
 python3 "$HERE/measure.py" --work "$WORK" --registry "127.0.0.1:$PORT" --results "$RESULTS" \
   --images "$IMAGES" --filesystems "$FILESYSTEMS" --rounds "$ROUNDS" --quick "$QUICK" \
-  --cimagectl "$WORK/bin/cimagectl" --micro "$WORK/bin/micro" --nosync-lib "${NOSYNC_LIB:-}"
+  --cimagectl "$WORK/bin/cimagectl" --micro "$WORK/bin/micro"
 python3 "$HERE/report.py" --results "$RESULTS" --report "$REPORT"
 log "report: $REPORT (raw results in $RESULTS)"

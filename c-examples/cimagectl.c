@@ -7,7 +7,7 @@
  *
  * and exit status 1; bad usage exits with status 2 and the usage text.
  *
- *     cimagectl [-d|--driver overlay|vfs] [-r|--root DIR] [-R|--run-root DIR] [--json] COMMAND [ARGS]
+ *     cimagectl [-d|--driver overlay|vfs] [-r|--root DIR] [-R|--run-root DIR] [--sync=true|false] [--json] COMMAND [ARGS]
  *
  * Logging (CIMAGE_LOG=debug) is handled by the library itself.
  */
@@ -32,7 +32,7 @@
 #define SHORT_ID_LEN 12
 
 static const char usage_text[] =
-    "Usage: cimagectl [-d|--driver overlay|vfs] [-r|--root DIR] [-R|--run-root DIR] [--json] COMMAND [ARGS]\n"
+    "Usage: cimagectl [-d|--driver overlay|vfs] [-r|--root DIR] [-R|--run-root DIR] [--sync=true|false] [--json] COMMAND [ARGS]\n"
     "\n"
     "Commands:\n"
     "  store                                  store info and driver status\n"
@@ -55,12 +55,14 @@ static const char usage_text[] =
     "  --stall-timeout DURATION (default 30s; 0: none), --deadline DURATION (default none),\n"
     "  --retries N (default 4). DURATION: 1500ms, 2s, 1m, or milliseconds.\n"
     "\n"
-    "With --json each command prints one JSON document on stdout.\n";
+    "With --json each command prints one JSON document on stdout.\n"
+    "--sync=false: no flushes to disk (faster; a power loss may damage the store). Default: true.\n";
 
 /* The global options, parsed once in main(); the only global state of the program. */
 static struct {
     const char *driver;
     const char *root;
+    int sync; /* --sync: 0 unset (storage.conf, then the default), 1 true, -1 false */
     const char *run_root;
     bool json;
 } options;
@@ -494,7 +496,7 @@ static int open_store(cimage_store **store)
     cimage_status status = CIMAGE_STATUS_OK;
 
     *store = NULL;
-    if (options.driver != NULL || options.root != NULL || options.run_root != NULL) {
+    if (options.driver != NULL || options.root != NULL || options.run_root != NULL || options.sync != 0) {
         store_options = cimage_store_options_new();
         if (store_options == NULL)
             return report_failure(CIMAGE_STATUS_INTERNAL, "cannot allocate store options");
@@ -504,6 +506,8 @@ static int open_store(cimage_store **store)
             status = set_root_option(cimage_store_options_set_run_root, store_options, options.run_root, &err);
         if (status == CIMAGE_STATUS_OK && options.driver != NULL)
             status = cimage_store_options_set_driver(store_options, options.driver, &err);
+        if (status == CIMAGE_STATUS_OK && options.sync != 0)
+            status = cimage_store_options_set_sync(store_options, options.sync > 0, &err);
     }
     /* NULL options: the defaults from storage.conf. */
     if (status == CIMAGE_STATUS_OK)
@@ -1731,6 +1735,10 @@ static int parse_global_options(int argc, char **argv)
         enum option_match m = OPTION_NO_MATCH;
         if (strcmp(argv[i], "--json") == 0) {
             options.json = true;
+            continue;
+        }
+        if (strcmp(argv[i], "--sync=true") == 0 || strcmp(argv[i], "--sync=false") == 0) {
+            options.sync = argv[i][7] == 't' ? 1 : -1;
             continue;
         }
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {

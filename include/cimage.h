@@ -1208,6 +1208,21 @@ cimage_status cimage_store_options_set_driver(struct cimage_store_options *opts,
                                               struct cimage_error **err);
 
 /**
+ * Sets whether the store's writes are durable (default true). With `sync` true, metadata files
+ * are flushed before they replace the old ones (as containers/storage does), and a pulled or
+ * created layer's files are flushed by one syncfs before the record that makes them visible:
+ * after a power loss the store comes back as it was before or after each operation. With
+ * false nothing is flushed (the kernel writes back in its own time): faster on disks (about
+ * 0.2-0.6 s per cold pull and a few ms per container create/delete on ext4, nothing on
+ * tmpfs), but a power loss may leave truncated metadata or layers. A process crash is safe
+ * either way. storage.conf has no equivalent key.
+ * Errors: NULL_ARGUMENT.
+ */
+cimage_status cimage_store_options_set_sync(struct cimage_store_options *opts,
+                                            bool sync,
+                                            struct cimage_error **err);
+
+/**
  * Opens the store (creating its directories if needed) and cleans up what interrupted writers
  * left behind. `opts` may be NULL for the defaults. On success `*store_out` receives a store to
  * free with `cimage_store_free`.

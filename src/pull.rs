@@ -967,8 +967,7 @@ async fn fetch_one(
     let extracted = joined(extract.await);
     // A decompression failure (bad data, digest mismatch, cancel) is the cause of whatever the
     // extractor then reported.
-    let unpacked =
-        joined(decompress.await).and_then(|compression| Ok((extracted?, compression)));
+    let unpacked = joined(decompress.await).and_then(|compression| Ok((extracted?, compression)));
     let (stats, compression) = match (unpacked, pump) {
         (Ok(r), Ok(())) => r,
         // The download failed (digest, network, stall, cancel): the extractor's complaint

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Random bytes from the OS.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
@@ -33,6 +33,42 @@ pub fn random_id() -> String {
 /// xfs keeps renames in order, so the store comes back in an earlier consistent state. (Layer
 /// data is flushed by one syncfs before the record that makes it visible: `Store::commit_layers`.)
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32, sync: bool) -> Result<()> {
+    prepare_atomic(path, data, mode, sync)?.commit()
+}
+
+/// The first half of an atomic write: the temporary file holds the new content (closed, with
+/// its final mode); `commit` renames it over the target. Dropped uncommitted, it is removed.
+/// Several files prepared without sync can be made durable by one syncfs before their commits
+/// (one journal commit instead of one per file).
+#[must_use]
+pub struct PreparedWrite {
+    tmp: PathBuf,
+    path: PathBuf,
+    committed: bool,
+}
+
+impl PreparedWrite {
+    pub fn commit(mut self) -> Result<()> {
+        std::fs::rename(&self.tmp, &self.path).ctx(format!(
+            "renaming {} to {}",
+            self.tmp.display(),
+            self.path.display()
+        ))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for PreparedWrite {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Writes the temporary file of an atomic write (fdatasync'ed with `sync`); see PreparedWrite.
+pub fn prepare_atomic(path: &Path, data: &[u8], mode: u32, sync: bool) -> Result<PreparedWrite> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::internal(format!("no parent for {}", path.display())))?;
@@ -57,26 +93,22 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32, sync: bool) -> Result<(
             }
         }
     };
-    let result = (|| -> Result<()> {
-        file.write_all(data)
-            .ctx(format!("writing {}", tmp.display()))?;
-        if sync {
-            file.sync_data().ctx(format!("syncing {}", tmp.display()))?;
-        }
-        file.set_permissions(std::fs::Permissions::from_mode(mode))
-            .ctx(format!("chmod {}", tmp.display()))?;
-        drop(file);
-        std::fs::rename(&tmp, path).ctx(format!(
-            "renaming {} to {}",
-            tmp.display(),
-            path.display()
-        ))?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    // From here on, dropping `prepared` on an error removes the temporary file.
+    let prepared = PreparedWrite {
+        tmp,
+        path: path.to_path_buf(),
+        committed: false,
+    };
+    file.write_all(data)
+        .ctx(format!("writing {}", prepared.tmp.display()))?;
+    if sync {
+        file.sync_data()
+            .ctx(format!("syncing {}", prepared.tmp.display()))?;
     }
-    result
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .ctx(format!("chmod {}", prepared.tmp.display()))?;
+    drop(file);
+    Ok(prepared)
 }
 
 /// File name of a big-data item (§2.2): keys of [a-z0-9.] as they are, others `=` + base64.
@@ -121,6 +153,32 @@ mod tests {
             assert!(crate::digest::is_hex64(&id));
             assert!(!id[..12].bytes().all(|b| b.is_ascii_digit()));
         }
+    }
+
+    #[test]
+    fn prepared_write_commits_or_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.json");
+        std::fs::write(&path, b"old").unwrap();
+        let pending = prepare_atomic(&path, b"new", 0o600, false).unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"old",
+            "not visible before commit"
+        );
+        pending.commit().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        drop(prepare_atomic(&path, b"dropped", 0o600, false).unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("f.json")],
+            "no temporary file left"
+        );
     }
 
     #[test]

@@ -102,14 +102,32 @@ impl<T: Serialize + DeserializeOwned> JsonFile<T> {
 
     /// Token first, then the file (the newest containers/storage order, §5.4).
     fn save(&mut self, guard: &LockGuard, sync: bool) -> Result<()> {
+        let pending = self.prepare_save(guard, sync)?;
+        self.finish_save(pending)
+    }
+
+    /// A save in two halves: the token and the temporary file now, the rename in `finish_save`
+    /// (so that several files can be flushed by one syncfs in between).
+    fn prepare_save(&mut self, guard: &LockGuard, sync: bool) -> Result<PendingSave> {
         let token = guard.write_token()?;
         let data = to_go_json(&self.records)
             .map_err(|e| Error::internal(format!("encoding {}: {e}", self.path.display())))?;
-        write_atomic(&self.path, &data, 0o600, sync)?;
-        self.token = Some(token);
+        let write = files::prepare_atomic(&self.path, &data, 0o600, sync)?;
+        Ok(PendingSave { token, write })
+    }
+
+    fn finish_save(&mut self, pending: PendingSave) -> Result<()> {
+        pending.write.commit()?;
+        self.token = Some(pending.token);
         self.mtime = self.mtime();
         Ok(())
     }
+}
+
+/// A metadata file written but not yet renamed into place, and the token written for it.
+struct PendingSave {
+    token: Vec<u8>,
+    write: files::PreparedWrite,
 }
 
 struct State {
@@ -926,17 +944,6 @@ impl Store {
         })
     }
 
-    /// With sync on, flushes the file system holding a layer's files (data, link, lower, short
-    /// link) so that the record that makes the layer visible never survives a power loss the
-    /// files did not.
-    fn sync_layer_data(&self, id: &str) {
-        if self.config.sync {
-            if let Ok(f) = std::fs::File::open(self.driver.layer_dir(id)) {
-                let _ = nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f));
-            }
-        }
-    }
-
     /// Records an image (or adds names to an existing one with the same ID, §3.1).
     pub fn commit_image(&self, new: NewImage) -> Result<ImageInfo> {
         let mut st = self.state()?;
@@ -1070,15 +1077,6 @@ impl Store {
             let _ = st.layers.save(&lg, self.config.sync);
             return Err(e.context("creating the container's layer"));
         }
-        // Its link and lower files too must be on disk before the record says it is complete.
-        self.sync_layer_data(&layer_id);
-        st.layers
-            .records
-            .iter_mut()
-            .find(|l| l.id == layer_id)
-            .expect("just added")
-            .set_incomplete(false);
-        st.layers.save(&lg, self.config.sync)?;
         let cg = st.containers.lock(true)?;
         if let Some(n) = name {
             if st
@@ -1103,15 +1101,57 @@ impl Store {
             id: files::random_id(),
             names: name.map(|n| vec![n.to_string()]).unwrap_or_default(),
             image: image.id.clone(),
-            layer: layer_id,
+            layer: layer_id.clone(),
             metadata: metadata.unwrap_or_default().to_string(),
             created: now_rfc3339(),
             flags,
             ..Default::default()
         };
+        if let Some(l) = st.layers.records.iter_mut().find(|l| l.id == layer_id) {
+            l.set_incomplete(false);
+        }
         st.containers.records.push(c.clone());
-        st.containers.save(&cg, self.config.sync)?;
+        // The layer's link and lower files and both records are written first, then made
+        // durable by one syncfs before either record is renamed into place: the layer is
+        // complete on disk before its record says so, and the record before the container
+        // that names it (one journal commit where an fdatasync per file and a syncfs took three).
+        let saved = (|| -> Result<()> {
+            let layers = st.layers.prepare_save(&lg, false)?;
+            let containers = st.containers.prepare_save(&cg, false)?;
+            self.sync_file_systems(&[
+                &self.driver.layer_dir(&layer_id),
+                &self.layers_dir(),
+                &self.containers_dir(),
+            ])?;
+            st.layers.finish_save(layers)?;
+            st.containers.finish_save(containers)
+        })();
+        if let Err(e) = saved {
+            st.containers.records.retain(|x| x.id != c.id);
+            drop(cg);
+            let _ = self.delete_layer_locked(&mut st, &lg, &layer_id);
+            return Err(e);
+        }
         Ok(Self::container_info(&c, &[]))
+    }
+
+    /// With sync on, one syncfs per file system holding one of `paths` (they usually share one).
+    fn sync_file_systems(&self, paths: &[&Path]) -> Result<()> {
+        if !self.config.sync {
+            return Ok(());
+        }
+        let mut done = Vec::new();
+        for path in paths {
+            let dev = std::fs::metadata(path).map(|m| std::os::unix::fs::MetadataExt::dev(&m));
+            if let Ok(dev) = dev {
+                if done.contains(&dev) {
+                    continue;
+                }
+                done.push(dev);
+            }
+            self.sync_fs(path)?;
+        }
+        Ok(())
     }
 
     /// Mounts a container's root file system (§7) and returns the mount point.
@@ -1241,6 +1281,16 @@ impl Store {
         };
         rec.set_incomplete(true);
         st.layers.save(lg, self.config.sync)?;
+        self.remove_layer_marked_incomplete(st, lg, id)
+    }
+
+    /// The rest of a layer deletion, once its record marked incomplete is saved.
+    fn remove_layer_marked_incomplete(
+        &self,
+        st: &mut State,
+        lg: &LockGuard,
+        id: &str,
+    ) -> Result<()> {
         self.driver.remove_layer(id)?;
         let _ = std::fs::remove_file(self.tar_split_path(id));
         let _ = std::fs::remove_dir_all(self.layers_dir().join(id));
@@ -1274,12 +1324,34 @@ impl Store {
             .with_subject(c.id));
         }
         st.containers.records.retain(|x| x.id != c.id);
-        st.containers.save(&cg, self.config.sync)?;
+        // The container record goes, and its layer is marked incomplete, in one flush: both
+        // files are written, one syncfs, then renamed in that order (a crash in between leaves
+        // an unreferenced layer, as the two saves in a row did).
+        let layer_known = match st.layers.records.iter_mut().find(|l| l.id == c.layer) {
+            Some(rec) => {
+                rec.set_incomplete(true);
+                true
+            }
+            None => false,
+        };
+        let containers = st.containers.prepare_save(&cg, false)?;
+        let layers = if layer_known {
+            Some(st.layers.prepare_save(&lg, false)?)
+        } else {
+            None
+        };
+        self.sync_file_systems(&[&self.layers_dir(), &self.containers_dir()])?;
+        st.containers.finish_save(containers)?;
         drop(cg);
+        if let Some(layers) = layers {
+            st.layers.finish_save(layers)?;
+        }
         self.remove_container_dirs(&c.id)?;
-        self.delete_layer_locked(&mut st, &lg, &c.layer)
+        if layer_known {
+            self.remove_layer_marked_incomplete(&mut st, &lg, &c.layer)?;
+        }
+        Ok(())
     }
-
     /// Removes a container's big-data directory and its run-root directory (podman's userdata).
     fn remove_container_dirs(&self, id: &str) -> Result<()> {
         let run_dir = self

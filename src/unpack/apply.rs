@@ -222,6 +222,10 @@ struct Applier<'o> {
     /// Bytes of the paths in `dir_times`; past DIR_TIMES_FLUSH they are applied early.
     dir_times_bytes: usize,
     root_times: Option<[libc::timespec; 2]>,
+    /// The process umask when new files get exactly the mode they are created with (no default
+    /// ACL can apply), so that a regular file whose mode the umask leaves alone is created with
+    /// it and needs no fchmod (one system call per file, 5% of a small-files pull on ext4).
+    exact_creation_umask: Option<u32>,
 }
 
 impl<'o> Applier<'o> {
@@ -247,7 +251,48 @@ impl<'o> Applier<'o> {
             dir_times: Vec::new(),
             dir_times_bytes: 0,
             root_times: None,
-        })
+            exact_creation_umask: None,
+        }
+        .with_creation_umask())
+    }
+
+    /// Overlay layers start from an empty directory and their entries cannot set ACLs (only
+    /// user.* and security.capability xattrs are applied), so a new file's mode there is the
+    /// requested one minus the umask, unless the layer directory itself has a default ACL.
+    /// (vfs layers start from a copy of their parent, whose directories may carry any ACL.)
+    fn with_creation_umask(mut self) -> Self {
+        if self.opts.whiteouts != WhiteoutMode::Overlay {
+            return self;
+        }
+        let Ok(dir) = fsops::openat(
+            self.root.as_raw_fd(),
+            c".",
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        ) else {
+            return self;
+        };
+        let acl = fsops::list_xattrs(&fsops::XattrTarget::Fd(dir.as_raw_fd()));
+        let has_default_acl = match acl {
+            Ok(names) => names
+                .iter()
+                .any(|(n, _)| n.as_bytes() == b"system.posix_acl_default"),
+            Err(_) => true,
+        };
+        if !has_default_acl {
+            self.exact_creation_umask = current_umask();
+        }
+        self
+    }
+
+    /// The mode to create a regular file with, and whether it is final (no fchmod needed).
+    fn file_creation_mode(&self, mode: u32) -> (libc::mode_t, bool) {
+        match self.exact_creation_umask {
+            // Only permission bits: setuid/setgid/sticky are set after the owner (chown clears
+            // them) and creation may drop them.
+            Some(umask) if mode & !0o777 == 0 && mode & umask == 0 => (mode as libc::mode_t, true),
+            _ => (0o600, false),
+        }
     }
 
     /// Records a path this layer wrote, and its ancestors: an opaque directory above keeps
@@ -462,13 +507,23 @@ impl<'o> Applier<'o> {
     }
 
     /// Owner, xattrs, mode (after chown, which clears setuid bits and capabilities), times.
-    fn finish_fd(&self, fd: RawFd, e: &Entry, owner_now: (u32, u32), times: bool) -> Result<()> {
+    /// `mode_set`: the object was created with its final mode already.
+    fn finish_fd(
+        &self,
+        fd: RawFd,
+        e: &Entry,
+        owner_now: (u32, u32),
+        times: bool,
+        mode_set: bool,
+    ) -> Result<()> {
         if owner_now != (e.uid, e.gid) {
             fsops::fchown(fd, e.uid, e.gid)
                 .map_err(|err| io_entry(&e.name, "setting the owner", err))?;
         }
         self.set_xattrs_fd(fd, e)?;
-        fsops::fchmod(fd, e.mode).map_err(|err| io_entry(&e.name, "setting the mode", err))?;
+        if !mode_set {
+            fsops::fchmod(fd, e.mode).map_err(|err| io_entry(&e.name, "setting the mode", err))?;
+        }
         if times {
             fsops::futimens(fd, &e.times())
                 .map_err(|err| io_entry(&e.name, "setting times", err))?;
@@ -491,17 +546,24 @@ impl<'o> Applier<'o> {
             .unwrap_or(self.root.as_raw_fd());
         let gid = self.creation_gid()?;
         let name = cstr(last).map_err(|err| io_entry(&e.name, "name", err))?;
+        let (creation_mode, mode_at_creation) = self.file_creation_mode(e.mode);
         let fd = self.create_replacing(parent, &name, &e.name, "creating the file", || {
             fsops::openat(
                 parent,
                 &name,
                 libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
-                0o600,
+                creation_mode,
             )
         })?;
         let mut file = File::from(fd);
         copy_content(stream, e.data_size, Some(&mut file), crc, &e.name)?;
-        self.finish_fd(file.as_raw_fd(), e, (self.euid, gid), true)?;
+        self.finish_fd(
+            file.as_raw_fd(),
+            e,
+            (self.euid, gid),
+            true,
+            mode_at_creation,
+        )?;
         self.note_written(&join(comps));
         Ok(())
     }
@@ -542,7 +604,7 @@ impl<'o> Applier<'o> {
         }
         let fd = fsops::open_dir_read(parent, &name)
             .map_err(|err| io_entry(&e.name, "opening the directory", err))?;
-        self.finish_fd(fd.as_raw_fd(), e, owner_now, false)?;
+        self.finish_fd(fd.as_raw_fd(), e, owner_now, false, false)?;
         self.dir_times_bytes += path.len() + 64;
         self.dir_times.push((path.clone(), e.times()));
         if self.dir_times_bytes > DIR_TIMES_FLUSH {
@@ -573,7 +635,7 @@ impl<'o> Applier<'o> {
         )
         .map_err(|err| io_entry(&e.name, "opening the layer root", err))?;
         let st = fsops::fstat(fd.as_raw_fd())?;
-        self.finish_fd(fd.as_raw_fd(), e, (st.st_uid, st.st_gid), false)?;
+        self.finish_fd(fd.as_raw_fd(), e, (st.st_uid, st.st_gid), false, false)?;
         self.root_times = Some(e.times());
         self.root_creation_gid = Some(if e.mode & libc::S_ISGID != 0 {
             e.gid
@@ -882,6 +944,17 @@ impl<'o> Applier<'o> {
 
     /// Directory times, set last because creating children changes them.
     fn finish(&mut self) -> Result<()> {
+        // Files were created with their final modes on the strength of the umask read at the
+        // start: a caller's thread that changed it since (umask is process-wide) would leave
+        // some of them with other modes, which must not pass as a good layer.
+        if let Some(umask) = self.exact_creation_umask {
+            if current_umask() != Some(umask) {
+                return Err(Error::new(
+                    Status::Io,
+                    "the process umask changed while the layer was extracted; pull again",
+                ));
+            }
+        }
         self.apply_dir_times()?;
         if let Some(times) = self.root_times {
             let fd = fsops::openat(
@@ -921,6 +994,14 @@ impl<'o> Applier<'o> {
         }
         Ok(())
     }
+}
+
+/// The process umask, from /proc (reading it with umask(2) would change it for a moment, for
+/// every thread of the caller's process). None when /proc does not say.
+fn current_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+    u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
 }
 
 /// Moves `size` content bytes from the stream into `sink` (if any), updating the CRC.

@@ -1282,6 +1282,125 @@ fn bench_50k_small_files() {
 }
 
 // ---------------------------------------------------------------------------------------
+// What later entries and errors see of a file written before them (also the contract for
+// any future hand-off of content writes to worker threads).
+
+#[test]
+fn hard_links_and_replacements_see_completed_writes() {
+    let e = env();
+    let mut t = TarW::default();
+    t.dir("d/", 0o755, 0, 0);
+    // Enough queued files that the last ones are still pending when the links arrive.
+    for i in 0..300 {
+        t.file(
+            &format!("d/f{i}"),
+            format!("content {i}\n").as_bytes(),
+            0o644,
+            0,
+            0,
+        );
+    }
+    // The link's header applies to the shared inode (mode and times), after the target's own.
+    let mut link = h("d/link", b'1');
+    link.link = b"d/f299".to_vec();
+    link.mode = 0o600;
+    link.mtime = 1_700_000_000;
+    t.raw(&link, b"");
+    // A file replaced by a later entry of the same name (no tar-split: duplicates allowed).
+    t.file("d/f298", b"second version\n", 0o640, 0, 0);
+    let tar = t.finish();
+    let opts = ApplyOptions::default();
+    apply_layer(&tar[..], &e.dest, &opts, None).unwrap();
+    for i in 0..298 {
+        let p = e.dest.join(format!("d/f{i}"));
+        assert_eq!(fs::read(&p).unwrap(), format!("content {i}\n").as_bytes());
+        let md = fs::metadata(&p).unwrap();
+        assert_eq!(md.mode() & 0o7777, 0o644, "f{i}");
+        assert_eq!(md.mtime(), 1_600_000_000, "f{i}");
+    }
+    let target = fs::metadata(e.dest.join("d/f299")).unwrap();
+    let linked = fs::metadata(e.dest.join("d/link")).unwrap();
+    assert_eq!(target.ino(), linked.ino());
+    assert_eq!(fs::read(e.dest.join("d/link")).unwrap(), b"content 299\n");
+    assert_eq!(
+        target.mode() & 0o7777,
+        0o600,
+        "the link's mode, set after the write"
+    );
+    assert_eq!(
+        target.mtime(),
+        1_700_000_000,
+        "the link's mtime, set after the write"
+    );
+    let replaced = fs::metadata(e.dest.join("d/f298")).unwrap();
+    assert_eq!(
+        fs::read(e.dest.join("d/f298")).unwrap(),
+        b"second version\n"
+    );
+    assert_eq!(replaced.mode() & 0o7777, 0o640);
+    // Directory times are restored after every write.
+    assert_eq!(
+        fs::metadata(e.dest.join("d")).unwrap().mtime(),
+        1_600_000_000
+    );
+}
+
+#[test]
+fn file_modes_are_exact_whether_set_at_creation_or_after() {
+    // Under the usual umask 022, 0644/0755/0600/0444/0 are created with their mode; 0666,
+    // 0777 and the setuid/setgid/sticky ones are set by fchmod afterwards. Either way the
+    // result is the header's mode.
+    let modes = [
+        0o644, 0o755, 0o600, 0o444, 0o000, 0o666, 0o777, 0o4755, 0o2755, 0o1777, 0o620,
+    ];
+    let e = env();
+    let mut t = TarW::default();
+    for m in modes {
+        t.file(&format!("f{m:o}"), b"x", m, 0, 0);
+    }
+    let tar = t.finish();
+    apply_layer(&tar[..], &e.dest, &ApplyOptions::default(), None).unwrap();
+    for m in modes {
+        let md = fs::symlink_metadata(e.dest.join(format!("f{m:o}"))).unwrap();
+        assert_eq!(md.mode() & 0o7777, m, "mode {m:o}");
+    }
+}
+
+#[test]
+fn a_full_disk_during_queued_writes_is_no_space_with_the_entry_name() {
+    require_root!();
+    let e = env();
+    let small = e.top.join("small");
+    fs::create_dir(&small).unwrap();
+    let mounted = nix::mount::mount(
+        Some("tmpfs"),
+        &small,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m,mode=0755"),
+    );
+    if let Err(err) = mounted {
+        eprintln!("skipping: cannot mount a tmpfs here ({err})");
+        return;
+    }
+    let mut t = TarW::default();
+    let block = vec![b'x'; 64 << 10]; // queued (under MAX_QUEUED_FILE)
+    for i in 0..40 {
+        t.file(&format!("f{i:02}"), &block, 0o644, 0, 0);
+    }
+    let tar = t.finish();
+    let result = apply_layer(&tar[..], &small, &ApplyOptions::default(), None);
+    let _ = nix::mount::umount(&small);
+    let err = result.expect_err("2.5 MiB cannot fit in 1 MiB");
+    assert_eq!(err.status, Status::NoSpace, "{}", err.message);
+    assert!(
+        err.message.contains("layer entry \"f"),
+        "names the entry: {}",
+        err.message
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // Interoperability: the tar-split containers/storage (Go, vbatts/tar-split) writes for the
 // same layer, via `skopeo copy oci:… containers-storage:[vfs@…]`.
 
