@@ -425,6 +425,8 @@ static void check_option_setters(void)
     expect_status("store_options_set_graph_root(NULL path)", status, err, CIMAGE_STATUS_NULL_ARGUMENT);
     status = cimage_store_options_set_run_root(store_options, NULL, &err);
     expect_status("store_options_set_run_root(NULL path)", status, err, CIMAGE_STATUS_NULL_ARGUMENT);
+    status = cimage_store_options_set_sync(NULL, false, &err);
+    expect_status("store_options_set_sync(NULL options)", status, err, CIMAGE_STATUS_NULL_ARGUMENT);
     status = cimage_store_options_set_driver(store_options, NULL, &err);
     expect_status("store_options_set_driver(NULL)", status, err, CIMAGE_STATUS_NULL_ARGUMENT);
     status = cimage_store_options_set_driver(store_options, "no-such-driver", &err);
