@@ -653,6 +653,9 @@ impl Store {
         let mut verified = 0;
         let by_id: HashMap<&str, &LayerRecord> =
             layers.iter().map(|l| (l.id.as_str(), l)).collect();
+        // vfs: the expected tree of the last layer compared, which its child (usually the next
+        // record) starts from instead of replaying the whole chain.
+        let mut last_tree: Option<(String, layer_tree::Tree)> = None;
         for l in layers {
             if l.is_incomplete() || l.diff_digest.is_empty() {
                 continue;
@@ -688,7 +691,7 @@ impl Store {
                             ),
                         ));
                     } else {
-                        match self.compare_tree(l, &by_id, &dir) {
+                        match self.compare_tree(l, &by_id, &dir, &mut last_tree) {
                             Ok(None) => {}
                             Ok(Some(message)) => {
                                 out.push(finding(kind::LAYER_CONTENT_MISMATCH, &l.id, message))
@@ -707,12 +710,14 @@ impl Store {
     }
 
     /// The layer's files against its tar headers: Some(description) when they differ.
-    /// Err when they cannot be compared.
+    /// Err when they cannot be compared. `last` carries a vfs layer's expected tree to the next
+    /// call.
     fn compare_tree(
         &self,
         l: &LayerRecord,
         by_id: &HashMap<&str, &LayerRecord>,
         dir: &Path,
+        last: &mut Option<(String, layer_tree::Tree)>,
     ) -> std::result::Result<Option<String>, String> {
         // Files of an ID-mapped copy belong to the mapped IDs, not the tar's.
         let mapped = |r: &LayerRecord| {
@@ -745,8 +750,13 @@ impl Store {
                 (layer_tree::Layout::FullTree, chain)
             }
         };
-        let mut tree = layer_tree::Tree::default();
-        for layer in chain {
+        let (mut tree, todo) = match last.take() {
+            Some((id, tree)) if layout == layer_tree::Layout::FullTree && id == l.parent => {
+                (tree, &chain[chain.len() - 1..])
+            }
+            _ => (layer_tree::Tree::default(), &chain[..]),
+        };
+        for layer in todo {
             let split = std::fs::File::open(self.tar_split_path(&layer.id))
                 .map_err(|e| format!("tar-split of {}: {e}", layer.id))?;
             tree.apply_tar_split(split, layout).map_err(|e| e.0)?;
@@ -754,6 +764,9 @@ impl Store {
         let diffs = tree
             .compare(dir, layout)
             .map_err(|e| format!("reading {}: {e}", dir.display()))?;
+        if layout == layer_tree::Layout::FullTree {
+            *last = Some((l.id.clone(), tree));
+        }
         Ok((!diffs.is_empty()).then(|| layer_tree::summarize(&diffs)))
     }
 

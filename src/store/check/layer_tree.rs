@@ -87,7 +87,7 @@ struct Node {
 }
 
 /// The tree a layer's headers describe.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Tree {
     nodes: BTreeMap<Vec<u8>, Node>,
     inodes: Vec<Attrs>,
