@@ -671,7 +671,7 @@ fn add_generated_cases(meta: &mut Value) {
     let (links, over) = if long_run() {
         (ENTRY_LIMIT + 1, 1)
     } else {
-        (50_000, 0)
+        (20_000, 0)
     };
     let started = Instant::now();
     let out = run_ok(
