@@ -3,10 +3,16 @@
 //! long and non-UTF-8 names, duplicates, xattrs, wrong digests and sizes, bogus digest
 //! algorithms, huge, deep and self-referencing documents, too many layers.
 //!
+//! Generated here as well: zstd frames declaring 2 GiB and 3.75 TiB windows, one whose
+//! 128 MiB window is really used, and a layer of 20000 entries; with CIMAGE_CRASH_TRIALS set to
+//! 100 or more (the crash harness's long run) that layer has 2000001 entries, one over the
+//! applier's limit, and may take 40 minutes (`--release` recommended).
+//!
 //! A registry of its own serves every case's OCI layout verbatim over HTTP (docker-registry
 //! checks digests and manifests on upload, so it cannot hold most of these). For each case and
 //! driver, `cimagectl pull` must:
-//! * end with one of the case's expected statuses, within 60 s;
+//! * end with one of the case's expected statuses, within 60 s (the long run's many-entry case:
+//!   40 minutes);
 //! * peak below 256 MiB of RSS (wait4's ru_maxrss);
 //! * leave nothing outside the store: the sentinel directory stays empty, its target file and
 //!   /etc/passwd keep content, mode and link count;

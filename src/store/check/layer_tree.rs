@@ -437,24 +437,28 @@ fn split(name: &[u8]) -> Result<Vec<&[u8]>, Unverifiable> {
     Ok(out)
 }
 
-/// lstat of everything below `dir`, keyed by relative path; symlinks are not followed.
+/// lstat of everything below `dir`, keyed by relative path; symlinks are not followed. A
+/// work list, not recursion: a damaged layer may be deep.
 fn scan(
     dir: &Path,
     prefix: Vec<u8>,
     out: &mut BTreeMap<Vec<u8>, std::fs::Metadata>,
 ) -> std::io::Result<()> {
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        let meta = e.metadata()?; // DirEntry::metadata does not follow symlinks
-        let mut path = prefix.clone();
-        if !path.is_empty() {
-            path.push(b'/');
+    let mut todo = vec![(dir.to_path_buf(), prefix)];
+    while let Some((dir, prefix)) = todo.pop() {
+        for e in std::fs::read_dir(&dir)? {
+            let e = e?;
+            let meta = e.metadata()?; // DirEntry::metadata does not follow symlinks
+            let mut path = prefix.clone();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(e.file_name().as_bytes());
+            if meta.is_dir() {
+                todo.push((e.path(), path.clone()));
+            }
+            out.insert(path, meta);
         }
-        path.extend_from_slice(e.file_name().as_bytes());
-        if meta.is_dir() {
-            scan(&e.path(), path.clone(), out)?;
-        }
-        out.insert(path, meta);
     }
     Ok(())
 }
