@@ -1917,6 +1917,56 @@ mod tests {
         }
     }
 
+    /// vfs: each layer is compared with its whole chain; siblings and grandchildren too (the
+    /// expected tree is carried from a parent to the next record, or rebuilt).
+    #[test]
+    fn vfs_chains_with_siblings_are_compared_whole() {
+        if !is_root() {
+            eprintln!("SKIP: needs root (file owners)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), DriverKind::Vfs);
+        let (a, b, _) = rich_image(&store);
+        let c = add_layer(&store, Some(&b), &[("etc/third", b"3")]);
+        let sibling = add_layer(&store, Some(&a), &[("etc/sibling", b"s")]);
+        add_image(&store, &c, "localhost/third:1");
+        add_image(&store, &sibling, "localhost/sibling:1");
+        let report = store.check(&CheckOptions::default()).unwrap();
+        assert!(report.clean, "{:?}", report.errors);
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        assert_eq!(report.layers_verified, 4);
+
+        // The sibling sees the lower layer's files, not the upper layer's.
+        std::fs::write(
+            store.driver().layer_dir(&sibling).join("etc/added"),
+            b"added",
+        )
+        .unwrap();
+        std::fs::remove_file(store.driver().layer_dir(&c).join("etc/passwd.hard")).unwrap();
+        let report = store.check(&CheckOptions::default()).unwrap();
+        let mut want = vec![
+            (kind::LAYER_CONTENT_MISMATCH, c.clone()),
+            (kind::LAYER_CONTENT_MISMATCH, sibling.clone()),
+        ];
+        want.sort();
+        assert_eq!(kinds(&report.errors), want, "{:?}", report.errors);
+        let message = |id: &str| {
+            report
+                .errors
+                .iter()
+                .find(|f| f.id == id)
+                .map(|f| f.message.clone())
+                .unwrap_or_default()
+        };
+        assert!(
+            message(&sibling).contains("+etc/added"),
+            "{}",
+            message(&sibling)
+        );
+        assert!(message(&c).contains("-etc/passwd.hard"), "{}", message(&c));
+    }
+
     #[test]
     fn rfc3339_round_trip() {
         for (secs, nanos) in [(0i64, 0u32), (1_795_412_945, 650_009_226), (951_782_400, 5)] {
