@@ -878,8 +878,8 @@ async fn fetch_one(
                 let mut buf = recycle_rx
                     .try_recv()
                     .unwrap_or_else(|_| vec![0u8; PLAIN_CHUNK]);
-                // Corrupt or truncated compressed data is the archive's fault: UNSAFE_ARCHIVE.
-                let n = read_up_to(&mut decoded, &mut buf).map_err(unpack::malformed_stream)?;
+                // Corrupt compressed data is already UNSAFE_ARCHIVE (compression::decompress).
+                let n = read_up_to(&mut decoded, &mut buf)?;
                 if n == 0 {
                     break;
                 }

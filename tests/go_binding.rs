@@ -1,5 +1,5 @@
-//! The Go binding (c-examples/go): `go vet`, then one `go test -race` run with cgocheck=2 against
-//! the test registry (pull, lists, create, mount, unmount, delete, cancellation through a context
+//! The Go binding (c-examples/go): `go vet`, then one `go test -race` run and one `go test -asan`
+//! run, both with cgocheck=2, against the test registry (pull, lists, create, mount, unmount, delete, cancellation through a context
 //! over a throttled proxy, errors.Is on not-found); and goimagego, the seed demo ported onto the
 //! package, through the seed flow with its --json output compared with cimagectl's byte for byte.
 //!
@@ -87,33 +87,31 @@ fn prerequisites() -> Option<(&'static Fixtures, &'static Registry)> {
     Some(found)
 }
 
-#[test]
-fn go_package_passes_vet_and_race_tests() {
-    let Some((fx, reg)) = prerequisites() else {
-        return;
-    };
-    run_ok(&mut go(&["vet", "./..."]));
-
+/// Runs the package's tests once with `sanitizer` ("-race" or "-asan") against the test registry;
+/// checks every test passed and left nothing mounted. Returns go test's output.
+fn run_package_tests(fx: &Fixtures, reg: &Registry, sanitizer: &str) -> String {
     // 24 MiB at 512 KiB/s: a pull that would take ~48 s, which the test cancels.
     let proxy = Proxy::start(reg.port(), 512 * 1024);
     let stores = Store::new("overlay"); // its directory holds the Go test's stores; dropped = cleaned
     let go_stores = stores.dir.join("go");
     std::fs::create_dir_all(&go_stores).unwrap();
-    let r = run(go(&["test", "-race", "-count=1", "-timeout=8m", "-v", "."])
-        .env("CIMAGE_TEST_REF", reg.image_ref("fixture"))
-        .env("CIMAGE_TEST_IMAGE_ID", fx.id("fixture"))
-        .env("CIMAGE_TEST_SLOW_REF", proxy.image_ref("big"))
-        .env("CIMAGE_TEST_DIR", &go_stores)
-        .env("CIMAGE_TEST_DRIVER", "overlay"));
+    let r = run(
+        go(&["test", sanitizer, "-count=1", "-timeout=8m", "-v", "."])
+            .env("CIMAGE_TEST_REF", reg.image_ref("fixture"))
+            .env("CIMAGE_TEST_IMAGE_ID", fx.id("fixture"))
+            .env("CIMAGE_TEST_SLOW_REF", proxy.image_ref("big"))
+            .env("CIMAGE_TEST_DIR", &go_stores)
+            .env("CIMAGE_TEST_DRIVER", "overlay"),
+    );
     assert!(
         r.ok(),
-        "go test -race failed ({}):\n{}\n{}",
+        "go test {sanitizer} failed ({}):\n{}\n{}",
         r.status,
         r.stdout,
         r.stderr
     );
     for line in r.stdout.lines().filter(|l| l.contains("cancelled after")) {
-        eprintln!("go test: {}", line.trim());
+        eprintln!("go test {sanitizer}: {}", line.trim());
     }
     for test in [
         "TestVersion",
@@ -125,19 +123,52 @@ fn go_package_passes_vet_and_race_tests() {
     ] {
         assert!(
             r.stdout.contains(&format!("--- PASS: {test} ")),
-            "{test} did not pass (skipped?):\n{}",
+            "{test} did not pass under {sanitizer} (skipped?):\n{}",
             r.stdout
         );
     }
-    assert!(
-        !r.stdout.contains("WARNING: DATA RACE"),
-        "the race detector reported:\n{}",
-        r.stdout
-    );
     assert_eq!(
         overlay_mounts(&go_stores),
         Vec::<PathBuf>::new(),
-        "the Go tests left containers mounted"
+        "the Go tests left containers mounted ({sanitizer})"
+    );
+    format!("{}\n{}", r.stdout, r.stderr)
+}
+
+#[test]
+fn go_package_passes_vet_and_race_tests() {
+    let Some((fx, reg)) = prerequisites() else {
+        return;
+    };
+    run_ok(&mut go(&["vet", "./..."]));
+    let out = run_package_tests(fx, reg, "-race");
+    assert!(
+        !out.contains("WARNING: DATA RACE"),
+        "the race detector reported:\n{out}"
+    );
+}
+
+/// The same tests with `-asan` (Go 1.18+ on amd64/arm64 with GCC 7+ or clang 9+): the cgo glue is
+/// built with AddressSanitizer and every malloc/free, the library's included, goes through its
+/// allocator, so a double free, a use after free or an overflow of a buffer the binding hands
+/// to C stops the run.
+#[test]
+fn go_package_passes_tests_under_asan() {
+    let Some((fx, reg)) = prerequisites() else {
+        return;
+    };
+    if go_minor_version() < 18 || !["x86_64", "aarch64"].contains(&std::env::consts::ARCH) {
+        skip(&format!(
+            "go test -asan needs Go 1.18+ on amd64 or arm64 (have go1.{} on {})",
+            go_minor_version(),
+            std::env::consts::ARCH
+        ));
+        return;
+    }
+    let out = run_package_tests(fx, reg, "-asan");
+    assert!(
+        !out.contains("ERROR: AddressSanitizer") && !out.contains("ERROR: LeakSanitizer"),
+        "AddressSanitizer reported:\n{out}"
     );
 }
 

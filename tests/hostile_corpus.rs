@@ -3,10 +3,16 @@
 //! long and non-UTF-8 names, duplicates, xattrs, wrong digests and sizes, bogus digest
 //! algorithms, huge, deep and self-referencing documents, too many layers.
 //!
+//! Generated here as well: zstd frames declaring 2 GiB and 3.75 TiB windows, one whose
+//! 128 MiB window is really used, and a layer of 20000 entries; with CIMAGE_CRASH_TRIALS set to
+//! 100 or more (the crash harness's long run) that layer has 2000001 entries, one over the
+//! applier's limit, and may take 40 minutes (`--release` recommended).
+//!
 //! A registry of its own serves every case's OCI layout verbatim over HTTP (docker-registry
 //! checks digests and manifests on upload, so it cannot hold most of these). For each case and
 //! driver, `cimagectl pull` must:
-//! * end with one of the case's expected statuses, within 60 s;
+//! * end with one of the case's expected statuses, within 60 s (the long run's many-entry case:
+//!   40 minutes);
 //! * peak below 256 MiB of RSS (wait4's ru_maxrss);
 //! * leave nothing outside the store: the sentinel directory stays empty, its target file and
 //!   /etc/passwd keep content, mode and link count;
@@ -192,8 +198,8 @@ struct Outcome {
     elapsed: Duration,
 }
 
-/// Runs the command, killing it after MAX_SECONDS; collects wait4's peak RSS.
-fn run_measured(mut cmd: Command) -> Outcome {
+/// Runs the command, killing it after `limit`; collects wait4's peak RSS.
+fn run_measured(mut cmd: Command, limit: Duration) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
     let started = Instant::now();
@@ -212,7 +218,7 @@ fn run_measured(mut cmd: Command) -> Outcome {
             break;
         }
         assert!(r == 0, "wait4: {}", std::io::Error::last_os_error());
-        if started.elapsed() > Duration::from_secs(MAX_SECONDS) {
+        if started.elapsed() > limit {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -327,7 +333,9 @@ fn run_corpus(
             cmd.arg(str_of(a));
         }
         cmd.arg(registry.reference(name));
-        let out = run_measured(cmd);
+        // A few generated cases are allowed longer (and say so in the corpus).
+        let limit = Duration::from_secs(case["max_seconds"].as_u64().unwrap_or(MAX_SECONDS));
+        let out = run_measured(cmd, limit);
         let what = format!("{driver} {name} ({})", str_of(&case["attack"]));
         eprintln!(
             "  {driver} {name:28} {:18} {:>6} KiB {:>8.1?}",
@@ -353,7 +361,7 @@ fn run_corpus(
         if out.max_rss_kib > MAX_RSS_KIB {
             problems.push(format!("peak RSS {} KiB", out.max_rss_kib));
         }
-        if out.elapsed > Duration::from_secs(MAX_SECONDS) {
+        if out.elapsed > limit {
             problems.push(format!("took {:?}", out.elapsed));
         }
         let escaped: Vec<String> = fs::read_dir(&sentinel)
@@ -510,6 +518,187 @@ fn check_success_case(store: &Store, name: &str, case: &Value) -> Vec<String> {
     problems
 }
 
+// ------------------------------------------------------------------------------------------
+// Cases generated here (mkimage.py makes the rest): zstd frames whose window is too large or
+// fully used, and a layer with more entries than the limit. Made by a Python script of their
+// own, in a child process: blobs of a gigabyte are made fast there (C zlib, the zstd CLI),
+// and this process's memory, which its children's RSS figures inherit until they exec, stays
+// small.
+
+/// The applier's entry limit (src/unpack/mod.rs ApplyOptions::default).
+const ENTRY_LIMIT: u64 = 2_000_000;
+
+/// Whether the long cases run: the crash harness's long-run variable is set (to 100 or more).
+fn long_run() -> bool {
+    std::env::var("CIMAGE_CRASH_TRIALS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n >= 100)
+}
+
+const GENERATOR: &str = r#"
+import hashlib, json, os, shutil, subprocess, sys, zlib
+root, links, long_limit = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MT_CONFIG = "application/vnd.oci.image.config.v1+json"
+MT_GZ = "application/vnd.oci.image.layer.v1.tar+gzip"
+MT_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+cases = {}
+
+def sha(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+class Layout:
+    def __init__(self, name):
+        self.dir = os.path.join(root, name)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(os.path.join(self.dir, "blobs", "sha256"))
+    def put(self, data, mt):
+        d = sha(data)
+        with open(os.path.join(self.dir, "blobs", "sha256", d[7:]), "wb") as f:
+            f.write(data)
+        return {"mediaType": mt, "digest": d, "size": len(data)}
+    def finish(self, layers, diff_ids):
+        config = {"created": "2023-11-14T22:13:20Z", "architecture": ARCH, "os": "linux",
+                  "config": {}, "rootfs": {"type": "layers", "diff_ids": diff_ids}}
+        cdesc = self.put(json.dumps(config).encode(), MT_CONFIG)
+        manifest = {"schemaVersion": 2, "mediaType": MT_MANIFEST, "config": cdesc,
+                    "layers": layers}
+        desc = self.put(json.dumps(manifest).encode(), MT_MANIFEST)
+        with open(os.path.join(self.dir, "index.json"), "w") as f:
+            json.dump({"schemaVersion": 2, "manifests": [desc]}, f)
+
+def case(name, layout, attack, expect, **extra):
+    info = {"layout": layout.dir, "attack": attack, "expect": expect, "fs": True}
+    info.update(extra)
+    cases[name] = info
+
+def header(name, size=0, link=b""):
+    h = bytearray(512)
+    h[0:len(name)] = name
+    h[100:108] = b"0000644\0"
+    h[108:116] = b"0000000\0"
+    h[116:124] = b"0000000\0"
+    h[124:136] = b"%011o\0" % size
+    h[136:148] = b"%011o\0" % 1700000000
+    h[148:156] = b" " * 8
+    h[156:157] = b"1" if link else b"0"
+    h[157:157 + len(link)] = link
+    h[257:265] = b"ustar\x0000"
+    h[148:156] = b"%06o\0 " % sum(h)
+    return bytes(h)
+
+# zstd frames declaring windows above the decoder's 128 MiB ceiling, data in raw blocks.
+small = header(b"hello", 6) + b"hello\n" + bytes(506) + bytes(1024)
+def raw_frame(window_descriptor, content):
+    out = bytearray(b"\x28\xb5\x2f\xfd\x00" + bytes([window_descriptor]))
+    chunks = [content[i:i + 65536] for i in range(0, len(content), 65536)]
+    for i, c in enumerate(chunks):
+        out += ((1 if i == len(chunks) - 1 else 0) | (len(c) << 3)).to_bytes(3, "little")
+        out += c
+    return bytes(out)
+for name, descriptor, what in (("zstd-window-2g", 21 << 3, "2 GiB (window log 31)"),
+                               ("zstd-window-max", 0xFF, "3.75 TiB (the largest a frame can declare)")):
+    lay = Layout(name)
+    lay.finish([lay.put(raw_frame(descriptor, small), MT_ZSTD)], [sha(small)])
+    case(name, lay, "a zstd frame declaring a window of " + what, ["UNSAFE_ARCHIVE"])
+
+# A frame at the ceiling whose window is really used: 160 MiB of output through a 128 MiB
+# window (stdin has no known size, so the frame keeps the window it was made with).
+zstd = shutil.which("zstd")
+if zstd:
+    size = 160 << 20
+    proc = subprocess.Popen([zstd, "-q", "-c", "-1", "--long=27", "--no-progress"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    import threading
+    result = {}
+    reader = threading.Thread(target=lambda: result.update(out=proc.stdout.read()))
+    reader.start()
+    diff = hashlib.sha256()
+    def feed(b):
+        diff.update(b)
+        proc.stdin.write(b)
+    feed(header(b"zeros", size))
+    zeros = bytes(1 << 20)
+    for _ in range(size >> 20):
+        feed(zeros)
+    feed(bytes(1024))
+    proc.stdin.close()
+    reader.join()
+    proc.wait()
+    lay = Layout("zstd-window-128m-used")
+    desc = lay.put(result["out"], MT_ZSTD)
+    lay.finish([desc], ["sha256:" + diff.hexdigest()])
+    case("zstd-window-128m-used", lay, "a zstd frame with a 128 MiB window (the ceiling) "
+         "filled by 160 MiB of output, in %d bytes" % desc["size"], ["OK"])
+else:
+    print("no zstd CLI: zstd-window-128m-used not generated", file=sys.stderr)
+
+# Many entries: empty files, each hard-linked 99 times (far below any link limit), in
+# directories of 1000 entries. Over the limit: refused when the limit is reached.
+name = "entries-over-limit" if long_limit else "entries-%dk" % (links // 1000)
+comp = zlib.compressobj(6, zlib.DEFLATED, 31)
+diff = hashlib.sha256()
+out = []
+batch = []
+def emit_batch():
+    data = b"".join(batch)
+    diff.update(data)
+    out.append(comp.compress(data))
+    batch.clear()
+for i in range(links):
+    d = b"d%04d/" % (i // 1000)
+    if i % 100 == 0:
+        target = d + b"f%03d" % (i % 1000)
+        batch.append(header(target))
+    else:
+        batch.append(header(d + b"l%03d" % (i % 1000), link=target))
+    if len(batch) >= 4096:
+        emit_batch()
+batch.append(bytes(1024))
+emit_batch()
+out.append(comp.flush())
+lay = Layout(name)
+desc = lay.put(b"".join(out), MT_GZ)
+lay.finish([desc], ["sha256:" + diff.hexdigest()])
+case(name, lay, "%d entries (empty files and hard links to them) in %d bytes of gzip"
+     % (links, desc["size"]), ["UNSAFE_ARCHIVE"] if long_limit else ["OK"],
+     max_seconds=2400 if long_limit else 60)
+json.dump(cases, sys.stdout)
+"#;
+
+fn add_generated_cases(meta: &mut Value) {
+    let root = PathBuf::from(str_of(&meta["cases"]["control"]["layout"]))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    // Over the limit by one in the long run; well below it (and accepted) by default.
+    let (links, over) = if long_run() {
+        (ENTRY_LIMIT + 1, 1)
+    } else {
+        (20_000, 0)
+    };
+    let started = Instant::now();
+    let out = run_ok(
+        Command::new("python3")
+            .arg("-c")
+            .arg(GENERATOR)
+            .arg(&root)
+            .arg(links.to_string())
+            .arg(over.to_string()),
+    );
+    let cases: Value = serde_json::from_str(out.stdout.trim()).expect("generator output");
+    eprintln!(
+        "generated {:?} in {:.1?}",
+        cases.as_object().unwrap().keys().collect::<Vec<_>>(),
+        started.elapsed()
+    );
+    for (name, case) in cases.as_object().unwrap() {
+        meta["cases"][name] = case.clone();
+    }
+}
+
 fn corpus() -> Option<Value> {
     if !ensure_tools_or_skip(&["python3"]) {
         return None;
@@ -526,7 +715,10 @@ fn corpus() -> Option<Value> {
                     .arg(work_dir().join("corpus-sentinel"))
                     .arg("--corpus"),
             );
-            serde_json::from_slice(&fs::read(out.join("corpus.json")).unwrap()).unwrap()
+            let mut meta: Value =
+                serde_json::from_slice(&fs::read(out.join("corpus.json")).unwrap()).unwrap();
+            add_generated_cases(&mut meta);
+            meta
         })
         .clone(),
     )

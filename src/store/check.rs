@@ -1,7 +1,8 @@
 //! Consistency check and repair of a store, looking at what containers/storage's check looks at
 //! (store-format.md §6.3): layer records against layer directories, overlay short links and
 //! `lower` files, tar-split files, layer content against its diff digest (the tar is rebuilt
-//! from tar-split + files and hashed), image and container references, and mount counts.
+//! from tar-split + files and hashed) and the layer's files against the tar's headers (added,
+//! removed or changed entries; `layer_tree`), image and container references, and mount counts.
 //!
 //! Locks: the metadata is looked at under shared locks, held briefly; layer content is read
 //! without locks (layers are immutable once complete) and a problem found there is confirmed
@@ -19,10 +20,14 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod layer_tree;
+
 /// What to check and how far repair may go.
 #[derive(Debug, Clone)]
 pub struct CheckOptions {
-    /// Rebuild each layer's tar and compare it with its diff digest (reads every layer's data).
+    /// Rebuild each layer's tar and compare it with its diff digest (reads every layer's data),
+    /// and compare the layer's files with the tar's headers (containers/storage's
+    /// LayerDigests and LayerContents, both on in `podman system check` without --quick).
     pub content: bool,
     /// Layers no image or container uses that are older than this count as damage (debris of
     /// interrupted pulls and deletions, as containers/storage treats them); younger ones are
@@ -153,8 +158,9 @@ impl Store {
         let (snap, mut found) = snapshot;
         let mut verified = 0;
         if opts.content {
-            let (content, n) = self.verify_contents(&snap.layers);
+            let (content, warnings, n) = self.verify_contents(&snap.layers);
             verified = n;
+            found.warnings.extend(warnings);
             // Confirm under the lock: a layer deleted meanwhile is not damage.
             if !content.is_empty() {
                 let mut st = self.state()?;
@@ -637,11 +643,19 @@ impl Store {
         Some(lower)
     }
 
-    /// Rebuilds the tar of every layer with a diff digest and compares. Returns the findings
-    /// and how many layers were verified.
-    fn verify_contents(&self, layers: &[LayerRecord]) -> (Vec<Finding>, usize) {
+    /// Rebuilds the tar of every layer with a diff digest and compares it with the digest and
+    /// size on record; then compares the layer's files with the tar's headers (see
+    /// `layer_tree`). Returns the errors, the warnings (layers that could not be compared) and
+    /// how many layers were verified.
+    fn verify_contents(&self, layers: &[LayerRecord]) -> (Vec<Finding>, Vec<Finding>, usize) {
         let mut out = Vec::new();
+        let mut warnings = Vec::new();
         let mut verified = 0;
+        let by_id: HashMap<&str, &LayerRecord> =
+            layers.iter().map(|l| (l.id.as_str(), l)).collect();
+        // vfs: the expected tree of the last layer compared, which its child (usually the next
+        // record) starts from instead of replaying the whole chain.
+        let mut last_tree: Option<(String, layer_tree::Tree)> = None;
         for l in layers {
             if l.is_incomplete() || l.diff_digest.is_empty() {
                 continue;
@@ -676,11 +690,84 @@ impl Store {
                                 l.diff_digest, l.diff_size
                             ),
                         ));
+                    } else {
+                        match self.compare_tree(l, &by_id, &dir, &mut last_tree) {
+                            Ok(None) => {}
+                            Ok(Some(message)) => {
+                                out.push(finding(kind::LAYER_CONTENT_MISMATCH, &l.id, message))
+                            }
+                            Err(why) => warnings.push(finding(
+                                kind::UNVERIFIABLE,
+                                &l.id,
+                                format!("the layer's files were not compared with its tar headers: {why}"),
+                            )),
+                        }
                     }
                 }
             }
         }
-        (out, verified)
+        (out, warnings, verified)
+    }
+
+    /// The layer's files against its tar headers: Some(description) when they differ.
+    /// Err when they cannot be compared. `last` carries a vfs layer's expected tree to the next
+    /// call.
+    fn compare_tree(
+        &self,
+        l: &LayerRecord,
+        by_id: &HashMap<&str, &LayerRecord>,
+        dir: &Path,
+        last: &mut Option<(String, layer_tree::Tree)>,
+    ) -> std::result::Result<Option<String>, String> {
+        // Files of an ID-mapped copy belong to the mapped IDs, not the tar's.
+        let mapped = |r: &LayerRecord| {
+            ["uidmap", "gidmap"].iter().any(|k| {
+                r.other
+                    .get(*k)
+                    .is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+            })
+        };
+        if mapped(l) {
+            return Ok(None);
+        }
+        let (layout, chain) = match self.driver.kind() {
+            DriverKind::Overlay => (layer_tree::Layout::OverlayDiff, vec![l]),
+            DriverKind::Vfs => {
+                // The whole file system: every layer below must be known, root first.
+                let mut chain = vec![l];
+                let mut next = l.parent.as_str();
+                while !next.is_empty() {
+                    let Some(p) = by_id.get(next).copied() else {
+                        return Err(format!("parent layer {next} is not recorded"));
+                    };
+                    if p.diff_digest.is_empty() || chain.len() > 1000 {
+                        return Ok(None); // not made from tars: nothing to compare with
+                    }
+                    chain.push(p);
+                    next = p.parent.as_str();
+                }
+                chain.reverse();
+                (layer_tree::Layout::FullTree, chain)
+            }
+        };
+        let (mut tree, todo) = match last.take() {
+            Some((id, tree)) if layout == layer_tree::Layout::FullTree && id == l.parent => {
+                (tree, &chain[chain.len() - 1..])
+            }
+            _ => (layer_tree::Tree::default(), &chain[..]),
+        };
+        for layer in todo {
+            let split = std::fs::File::open(self.tar_split_path(&layer.id))
+                .map_err(|e| format!("tar-split of {}: {e}", layer.id))?;
+            tree.apply_tar_split(split, layout).map_err(|e| e.0)?;
+        }
+        let diffs = tree
+            .compare(dir, layout)
+            .map_err(|e| format!("reading {}: {e}", dir.display()))?;
+        if layout == layer_tree::Layout::FullTree {
+            *last = Some((l.id.clone(), tree));
+        }
+        Ok((!diffs.is_empty()).then(|| layer_tree::summarize(&diffs)))
     }
 
     fn repair_mounts(
@@ -1527,6 +1614,357 @@ mod tests {
             .join(format!("root/{name}-images/.tmp-images.json123"))
             .exists());
         assert!(store.has_layer(&a).unwrap());
+    }
+
+    /// A tar with every kind of entry the tree pass models: directories with their own modes and
+    /// owners, an implicit directory, files (one empty, one setuid), a symlink, a hard link, a
+    /// fifo, whiteouts and an opaque directory (in the upper layer), a long name (GNU).
+    enum Item<'a> {
+        Dir(&'a str, u32),
+        File(&'a str, &'a [u8], u32, u64),
+        Symlink(&'a str, &'a str),
+        Hardlink(&'a str, &'a str),
+        Fifo(&'a str),
+    }
+
+    fn rich_tar(items: &[Item]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for item in items {
+            let mut h = tar::Header::new_gnu();
+            h.set_mtime(1_600_000_000);
+            h.set_uid(0);
+            h.set_gid(0);
+            match item {
+                Item::Dir(name, mode) => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_mode(*mode);
+                    h.set_size(0);
+                    b.append_data(&mut h, name, &[][..]).unwrap();
+                }
+                Item::File(name, data, mode, owner) => {
+                    h.set_mode(*mode);
+                    h.set_uid(*owner);
+                    h.set_gid(*owner);
+                    h.set_size(data.len() as u64);
+                    b.append_data(&mut h, name, *data).unwrap();
+                }
+                Item::Symlink(name, target) => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_mode(0o777);
+                    h.set_size(0);
+                    b.append_link(&mut h, name, target).unwrap();
+                }
+                Item::Hardlink(name, target) => {
+                    h.set_entry_type(tar::EntryType::Link);
+                    h.set_mode(0o644);
+                    h.set_size(0);
+                    b.append_link(&mut h, name, target).unwrap();
+                }
+                Item::Fifo(name) => {
+                    h.set_entry_type(tar::EntryType::Fifo);
+                    h.set_mode(0o640);
+                    h.set_size(0);
+                    b.append_data(&mut h, name, &[][..]).unwrap();
+                }
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn add_tar_layer(store: &Store, parent: Option<&str>, tar: &[u8]) -> String {
+        let staging = store.new_staging_dir().unwrap();
+        store
+            .driver()
+            .prepare_staging(parent, &staging.tree())
+            .unwrap();
+        let mut split = std::fs::File::create(staging.tar_split()).unwrap();
+        let opts = ApplyOptions {
+            whiteouts: store.driver().whiteout_mode(),
+            ..ApplyOptions::default()
+        };
+        let stats = apply_layer(tar, &staging.tree(), &opts, Some(&mut split)).unwrap();
+        drop(split);
+        let id = layer_id_for(parent, &stats.diff_digest);
+        store
+            .commit_layers(vec![(
+                NewLayer {
+                    id: id.clone(),
+                    parent: parent.map(String::from),
+                    compressed_digest: stats.diff_digest.clone(),
+                    compressed_size: stats.diff_size as i64,
+                    diff_digest: stats.diff_digest,
+                    diff_size: stats.diff_size as i64,
+                    compression: 0,
+                    uids: stats.uids,
+                    gids: stats.gids,
+                },
+                staging,
+            )])
+            .unwrap();
+        id
+    }
+
+    /// Two layers of everything; returns (lower, upper) layer IDs and the image ID.
+    fn rich_image(store: &Store) -> (String, String, String) {
+        let long = format!("deep/{}/file", "n".repeat(150));
+        let lower = rich_tar(&[
+            Item::Dir("etc/", 0o755),
+            Item::File("etc/passwd", b"root:x:0:0::/root:/bin/sh\n", 0o644, 0),
+            Item::File("etc/empty", b"", 0o600, 0),
+            Item::Dir("home/", 0o755),
+            Item::Dir("home/user/", 0o700),
+            Item::File("home/user/owned.txt", b"mine", 0o640, 1000),
+            Item::File("bin/tool", b"#!/bin/sh\n", 0o4755, 0), // implicit bin/, setuid
+            Item::Symlink("link", "etc/passwd"),
+            Item::Hardlink("etc/passwd.hard", "etc/passwd"),
+            Item::Fifo("run.fifo"),
+            Item::Dir("opq/", 0o755),
+            Item::File("opq/old", b"old", 0o644, 0),
+            Item::File(&long, b"long name", 0o644, 0),
+        ]);
+        let upper = rich_tar(&[
+            Item::File("etc/.wh.empty", b"", 0o644, 0),
+            Item::File("opq/.wh..wh..opq", b"", 0o644, 0),
+            Item::File("opq/new", b"new", 0o644, 0),
+            Item::File("etc/added", b"added", 0o600, 0),
+            Item::Hardlink("etc/added.hard", "etc/added"),
+        ]);
+        let a = add_tar_layer(store, None, &lower);
+        let b = add_tar_layer(store, Some(&a), &upper);
+        let image = add_image(store, &b, "localhost/rich:1");
+        (a, b, image)
+    }
+
+    /// Every kind of damage to a layer's files is found by the content pass (and only by it),
+    /// on both drivers, and a repair removes the damaged layer with what is built on it.
+    #[test]
+    fn layer_files_altered_added_or_removed_after_the_pull_are_found() {
+        if !is_root() {
+            eprintln!("SKIP: needs root (file owners, overlay whiteouts)");
+            return;
+        }
+        type Damage = fn(&Path);
+        let damages: &[(&str, Damage, &str)] = &[
+            (
+                "altered content",
+                |d| std::fs::write(d.join("etc/passwd"), b"toor:x:0:0::/root:/bin/sh\n").unwrap(),
+                "CRC",
+            ),
+            (
+                "changed mode",
+                |d| {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(
+                        d.join("etc/passwd"),
+                        std::fs::Permissions::from_mode(0o666),
+                    )
+                    .unwrap()
+                },
+                "mode 0666, not 0644",
+            ),
+            (
+                "setuid bit dropped",
+                |d| {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(
+                        d.join("bin/tool"),
+                        std::fs::Permissions::from_mode(0o755),
+                    )
+                    .unwrap()
+                },
+                "mode 0755, not 4755",
+            ),
+            (
+                "changed owner",
+                |d| {
+                    std::os::unix::fs::lchown(d.join("home/user/owned.txt"), Some(0), Some(0))
+                        .unwrap()
+                },
+                "owner 0:0, not 1000:1000",
+            ),
+            (
+                "removed file",
+                |d| std::fs::remove_file(d.join("home/user/owned.txt")).unwrap(),
+                "missing from the layer",
+            ),
+            (
+                "removed empty file",
+                |d| std::fs::remove_file(d.join("etc/empty")).unwrap(),
+                "-etc/empty",
+            ),
+            (
+                "removed symlink",
+                |d| std::fs::remove_file(d.join("link")).unwrap(),
+                "-link",
+            ),
+            (
+                "added file",
+                |d| std::fs::write(d.join("etc/shadow"), b"x").unwrap(),
+                "+etc/shadow",
+            ),
+            (
+                "added directory",
+                |d| std::fs::create_dir(d.join("home/intruder")).unwrap(),
+                "+home/intruder",
+            ),
+            (
+                "symlink retargeted",
+                |d| {
+                    std::fs::remove_file(d.join("link")).unwrap();
+                    std::os::unix::fs::symlink("/etc/shadow", d.join("link")).unwrap();
+                },
+                "link (modified at",
+            ),
+            (
+                "file replaced by a symlink",
+                |d| {
+                    std::fs::remove_file(d.join("etc/empty")).unwrap();
+                    std::os::unix::fs::symlink("/etc/shadow", d.join("etc/empty")).unwrap();
+                },
+                "etc/empty (a symlink, the layer has a file)",
+            ),
+        ];
+        for driver in [DriverKind::Overlay, DriverKind::Vfs] {
+            for (what, damage, expect) in damages {
+                let dir = tempfile::tempdir().unwrap();
+                let store = open(dir.path(), driver);
+                let (a, b, _) = rich_image(&store);
+                let report = store.check(&CheckOptions::default()).unwrap();
+                assert!(report.clean, "{driver:?} undamaged: {:?}", report.errors);
+                assert!(
+                    report.warnings.is_empty(),
+                    "{driver:?}: {:?}",
+                    report.warnings
+                );
+                assert_eq!(report.layers_verified, 2);
+
+                damage(&store.driver().layer_dir(&a));
+                let report = store.check(&CheckOptions::default()).unwrap();
+                let expected = vec![(kind::LAYER_CONTENT_MISMATCH, a.clone())];
+                // vfs: the upper layer's directory is a copy of the lower one, untouched.
+                assert_eq!(
+                    kinds(&report.errors),
+                    expected,
+                    "{driver:?} {what}: {:?}",
+                    report.errors
+                );
+                assert!(
+                    report.errors[0].message.contains(expect),
+                    "{driver:?} {what}: {:?} lacks {expect:?}",
+                    report.errors[0].message
+                );
+                // The metadata-only check does not read layers.
+                let quick = store
+                    .check(&CheckOptions {
+                        content: false,
+                        ..CheckOptions::default()
+                    })
+                    .unwrap();
+                assert!(quick.clean, "{driver:?} {what}: {:?}", quick.errors);
+
+                // Repair: the damaged layer, the layer on it and the image go; a new pull
+                // (here: the same layers applied again) makes the store whole.
+                let report = store.repair(&CheckOptions::default()).unwrap();
+                assert!(report.clean, "{driver:?} {what}: {:?}", report.errors);
+                assert!(has(&report.repaired, kind::REMOVED_LAYER, &a));
+                assert!(has(&report.repaired, kind::REMOVED_LAYER, &b));
+                assert!(store.layers().unwrap().is_empty());
+                assert!(store.images().unwrap().is_empty());
+                let (a2, _, _) = rich_image(&store);
+                assert_eq!(a2, a);
+                let report = store.check(&CheckOptions::default()).unwrap();
+                assert!(
+                    report.clean,
+                    "{driver:?} {what} re-pulled: {:?}",
+                    report.errors
+                );
+            }
+        }
+    }
+
+    /// Damage to the upper layer (a whiteout removed, an opaque directory's hidden file
+    /// showing again on vfs) is the upper layer's, not the lower one's.
+    #[test]
+    fn whiteouts_and_opaque_directories_are_compared() {
+        if !is_root() {
+            eprintln!("SKIP: needs root (overlay whiteouts)");
+            return;
+        }
+        for driver in [DriverKind::Overlay, DriverKind::Vfs] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = open(dir.path(), driver);
+            let (_, b, _) = rich_image(&store);
+            let upper = store.driver().layer_dir(&b);
+            match driver {
+                DriverKind::Overlay => std::fs::remove_file(upper.join("etc/empty")).unwrap(),
+                DriverKind::Vfs => std::fs::write(upper.join("opq/old"), b"old").unwrap(),
+            }
+            let report = store.check(&CheckOptions::default()).unwrap();
+            assert_eq!(
+                kinds(&report.errors),
+                vec![(kind::LAYER_CONTENT_MISMATCH, b.clone())],
+                "{driver:?}"
+            );
+            let shown = match driver {
+                DriverKind::Overlay => "-etc/empty (whiteout missing)",
+                DriverKind::Vfs => "+opq/old",
+            };
+            assert!(
+                report.errors[0].message.contains(shown),
+                "{:?}",
+                report.errors
+            );
+        }
+    }
+
+    /// vfs: each layer is compared with its whole chain; siblings and grandchildren too (the
+    /// expected tree is carried from a parent to the next record, or rebuilt).
+    #[test]
+    fn vfs_chains_with_siblings_are_compared_whole() {
+        if !is_root() {
+            eprintln!("SKIP: needs root (file owners)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), DriverKind::Vfs);
+        let (a, b, _) = rich_image(&store);
+        let c = add_layer(&store, Some(&b), &[("etc/third", b"3")]);
+        let sibling = add_layer(&store, Some(&a), &[("etc/sibling", b"s")]);
+        add_image(&store, &c, "localhost/third:1");
+        add_image(&store, &sibling, "localhost/sibling:1");
+        let report = store.check(&CheckOptions::default()).unwrap();
+        assert!(report.clean, "{:?}", report.errors);
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        assert_eq!(report.layers_verified, 4);
+
+        // The sibling sees the lower layer's files, not the upper layer's.
+        std::fs::write(
+            store.driver().layer_dir(&sibling).join("etc/added"),
+            b"added",
+        )
+        .unwrap();
+        std::fs::remove_file(store.driver().layer_dir(&c).join("etc/passwd.hard")).unwrap();
+        let report = store.check(&CheckOptions::default()).unwrap();
+        let mut want = vec![
+            (kind::LAYER_CONTENT_MISMATCH, c.clone()),
+            (kind::LAYER_CONTENT_MISMATCH, sibling.clone()),
+        ];
+        want.sort();
+        assert_eq!(kinds(&report.errors), want, "{:?}", report.errors);
+        let message = |id: &str| {
+            report
+                .errors
+                .iter()
+                .find(|f| f.id == id)
+                .map(|f| f.message.clone())
+                .unwrap_or_default()
+        };
+        assert!(
+            message(&sibling).contains("+etc/added"),
+            "{}",
+            message(&sibling)
+        );
+        assert!(message(&c).contains("-etc/passwd.hard"), "{}", message(&c));
     }
 
     #[test]

@@ -28,6 +28,16 @@ const ZSTD_MAX_WINDOW_LOG: u32 = 27;
 const BZIP2_MAGIC: &[u8] = b"BZh";
 const XZ_MAGIC: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0x00];
 
+/// A decoder whose complaints about its input (corrupt, truncated, a window too large) are
+/// UNSAFE_ARCHIVE errors, whichever thread reads it.
+struct Malformed<R>(R);
+
+impl<R: Read> Read for Malformed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(super::limits::malformed_stream)
+    }
+}
+
 /// Sniffs the first bytes of `r` and returns a reader of the uncompressed stream.
 /// Gzip members are all decoded (MultiGzDecoder); bzip2 and xz are refused.
 pub fn decompress<'a, R: Read + 'a>(mut r: R) -> Result<(Compression, Box<dyn Read + 'a>)> {
@@ -46,7 +56,7 @@ pub fn decompress<'a, R: Read + 'a>(mut r: R) -> Result<(Compression, Box<dyn Re
     if head.starts_with(GZIP_MAGIC) {
         Ok((
             Compression::Gzip,
-            Box::new(flate2::read::MultiGzDecoder::new(whole)),
+            Box::new(Malformed(flate2::read::MultiGzDecoder::new(whole))),
         ))
     } else if head.starts_with(ZSTD_MAGIC) {
         let mut decoder = zstd::stream::read::Decoder::new(whole)
@@ -56,7 +66,7 @@ pub fn decompress<'a, R: Read + 'a>(mut r: R) -> Result<(Compression, Box<dyn Re
         decoder
             .window_log_max(ZSTD_MAX_WINDOW_LOG)
             .map_err(|e| Error::from(e).context("configuring zstd decompression"))?;
-        Ok((Compression::Zstd, Box::new(decoder)))
+        Ok((Compression::Zstd, Box::new(Malformed(decoder))))
     } else if head.starts_with(BZIP2_MAGIC) {
         Err(Error::new(
             Status::Unsupported,

@@ -77,7 +77,7 @@ impl<R: Read> Read for BudgetReader<R> {
 /// Errors of the decompressors (corrupt or truncated gzip/zstd data, bytes after a gzip member)
 /// are errors of the archive, not I/O errors: UNSAFE_ARCHIVE. Our own errors (digest mismatch,
 /// network, cancel) and system errors pass unchanged.
-pub fn malformed_stream(err: io::Error) -> io::Error {
+pub(super) fn malformed_stream(err: io::Error) -> io::Error {
     let ours = err.get_ref().is_some_and(|e| e.is::<Error>());
     if ours || err.raw_os_error().is_some() || err.kind() == io::ErrorKind::Interrupted {
         return err;

@@ -36,7 +36,7 @@ mod tests;
 use std::io::{Read, Write};
 use std::path::Path;
 
-pub use limits::{malformed_stream, SizeBudget, DEFAULT_MAX_UNPACKED_SIZE};
+pub use limits::{SizeBudget, DEFAULT_MAX_UNPACKED_SIZE};
 pub use reassemble::{reassemble_layer, ReassembleError};
 pub use tree::{copy_tree, remove_tree};
 
