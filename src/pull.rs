@@ -431,6 +431,9 @@ fn request_policy(
         retry: opts.retry,
         stall: opts.stall_timeout,
         cancel: cancel.clone(),
+        // Measured from here, a little after the operation's own start: only used to refuse a
+        // Retry-After that cannot fit (the cancel flag enforces the real deadline).
+        deadline: opts.deadline.map(|d| std::time::Instant::now() + d),
         on_retry: Some(Arc::new(move |n: &registry::retry::RetryNotice| {
             sink.send(Progress::Retrying {
                 digest: n.digest.clone(),
@@ -966,8 +969,7 @@ async fn fetch_one(
     let extracted = joined(extract.await);
     // A decompression failure (bad data, digest mismatch, cancel) is the cause of whatever the
     // extractor then reported.
-    let unpacked =
-        joined(decompress.await).and_then(|compression| Ok((extracted?, compression)));
+    let unpacked = joined(decompress.await).and_then(|compression| Ok((extracted?, compression)));
     let (stats, compression) = match (unpacked, pump) {
         (Ok(r), Ok(())) => r,
         // The download failed (digest, network, stall, cancel): the extractor's complaint
