@@ -145,54 +145,190 @@ pub(super) fn endpoint(registry: &str, connection: &Connection) -> Result<Arc<En
 }
 
 fn build_client(connection: &Connection, identity: Option<&[u8]>) -> Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
+    let tls = tls_config(connection, identity)?;
+    reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .connect_timeout(CONNECT_TIMEOUT)
         // Blob redirects go to object storage; reqwest drops Authorization across hosts.
-        .redirect(reqwest::redirect::Policy::limited(10));
-    if connection.insecure {
-        // No verification: no root certificates to load either.
-        builder = builder.tls_danger_accept_invalid_certs(true);
-    } else {
-        let mut extra = Vec::new();
-        for pem in &connection.ca_certificates {
-            let cert = reqwest::Certificate::from_pem(pem).map_err(|e| {
-                Error::new(
-                    Status::Config,
-                    format!("a CA certificate cannot be used: {}", error_chain(&e)),
-                )
-            })?;
-            extra.push(cert);
-        }
-        builder = builder.tls_certs_merge(extra);
-    }
-    if let Some(pem) = identity {
-        let what = connection
-            .client_certificates
-            .first()
-            .map(|(c, k)| format!("{} and {}", c.display(), k.display()))
-            .unwrap_or_default();
-        let id = reqwest::Identity::from_pem(pem).map_err(|e| {
+        .redirect(reqwest::redirect::Policy::limited(10))
+        .tls_backend_preconfigured(tls)
+        .build()
+        .map_err(|e| {
             Error::new(
                 Status::Config,
-                format!(
-                    "the client certificate {what} cannot be used: {}",
-                    error_chain(&e)
-                ),
+                format!("creating the registry client: {}", error_chain(&e)),
             )
-        })?;
-        builder = builder.identity(id);
-    }
-    builder.build().map_err(|e| {
-        let mut e = Error::new(
-            Status::Config,
-            format!("creating the registry client: {}", error_chain(&e)),
-        );
-        if let Some(dir) = &connection.cert_dir {
-            e = e.context(format!("the TLS files of {}", dir.display()));
+        })
+}
+
+/// rustls with the ring provider: its random numbers come straight from getrandom, where
+/// aws-lc-rs (reqwest's default) first seeds a jitter-entropy pool in every process, which
+/// was about two thirds of a warm `cimagectl pull`'s CPU (bench: see the README).
+fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    static PROVIDER: Lazy<Arc<rustls::crypto::CryptoProvider>> =
+        Lazy::new(|| Arc::new(rustls::crypto::ring::default_provider()));
+    PROVIDER.clone()
+}
+
+/// The system's CA certificates, read once per process and only when a verified connection
+/// is first set up: `$SSL_CERT_FILE`, else the first bundle that exists of the usual
+/// distribution paths, plus the files of `$SSL_CERT_DIR` (as OpenSSL and rustls-native-certs
+/// look for them).
+fn system_roots() -> Arc<rustls::RootCertStore> {
+    static ROOTS: Lazy<Arc<rustls::RootCertStore>> = Lazy::new(|| {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::CertificateDer;
+        const BUNDLES: [&str; 5] = [
+            "/etc/ssl/certs/ca-certificates.crt",
+            "/etc/pki/tls/certs/ca-bundle.crt",
+            "/etc/ssl/ca-bundle.pem",
+            "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+            "/etc/ssl/cert.pem",
+        ];
+        let mut files: Vec<std::path::PathBuf> = Vec::new();
+        match std::env::var_os("SSL_CERT_FILE").filter(|f| !f.is_empty()) {
+            Some(f) => files.push(f.into()),
+            None => files.extend(
+                BUNDLES
+                    .iter()
+                    .map(std::path::PathBuf::from)
+                    .find(|p| p.is_file()),
+            ),
         }
-        e
-    })
+        if let Some(dir) = std::env::var_os("SSL_CERT_DIR").filter(|d| !d.is_empty()) {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                files.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_file()));
+            }
+        }
+        let mut store = rustls::RootCertStore::empty();
+        for file in &files {
+            let Ok(pem) = std::fs::read(file) else {
+                continue;
+            };
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+                .filter_map(|c| c.ok())
+                .collect();
+            // Certificates webpki cannot use are skipped, as rustls-platform-verifier does.
+            store.add_parsable_certificates(certs);
+        }
+        crate::log::debug(format!(
+            "{} system CA certificates from {files:?}",
+            store.len()
+        ));
+        Arc::new(store)
+    });
+    ROOTS.clone()
+}
+
+fn tls_config(connection: &Connection, identity: Option<&[u8]>) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = crypto_provider();
+    let config_error = |what: String| Error::new(Status::Config, what);
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::internal(format!("TLS versions: {e}")))?;
+    let builder = if connection.insecure {
+        // No verification: no root certificates to load either.
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+    } else {
+        let mut roots = (*system_roots()).clone();
+        for pem in &connection.ca_certificates {
+            let mut any = false;
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| config_error(format!("a CA certificate: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| config_error(format!("a CA certificate cannot be used: {e}")))?;
+                any = true;
+            }
+            if !any {
+                return Err(config_error("a CA file holds no certificate".into()));
+            }
+        }
+        if roots.is_empty() {
+            return Err(config_error(
+                "no CA certificates: none found on the system (set SSL_CERT_FILE) and none in certs.d"
+                    .into(),
+            ));
+        }
+        builder.with_root_certificates(roots)
+    };
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let what = connection
+                .client_certificates
+                .first()
+                .map(|(c, k)| format!("{} and {}", c.display(), k.display()))
+                .unwrap_or_default();
+            let bad = |m: String| config_error(format!("the client certificate {what}: {m}"));
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| bad(e.to_string()))?;
+            if chain.is_empty() {
+                return Err(bad("no certificate in the .cert file".into()));
+            }
+            let key = PrivateKeyDer::from_pem_slice(pem).map_err(|e| bad(e.to_string()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| bad(e.to_string()))?
+        }
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// `--tls-verify=false`: any certificate is accepted (containers/image's InsecureSkipVerify);
+/// the handshake's own signatures are still checked, so the session is with the key holder.
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// One repository of an endpoint, with the credentials presented to it.
