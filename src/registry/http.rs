@@ -413,7 +413,23 @@ impl Session {
                 *lock(&self.endpoint.challenge) = parse_challenges(response.headers());
                 Ok(())
             }
-            _ => Err(status_failure(response, Op::Ping).await),
+            // Worth another try (the request policy retries these).
+            code if code.is_server_error()
+                || code == StatusCode::TOO_MANY_REQUESTS
+                || code == StatusCode::REQUEST_TIMEOUT =>
+            {
+                Err(status_failure(response, Op::Ping).await)
+            }
+            // Some proxies and mirrors answer /v2/ itself with 403 or 404 but serve the
+            // repositories: the scheme works; the requests that follow tell the rest.
+            code => {
+                crate::log::debug(format!(
+                    "{url}: HTTP {} to the probe; going on without a challenge",
+                    code.as_u16()
+                ));
+                *lock(&self.endpoint.challenge) = Challenge::None;
+                Ok(())
+            }
         }
     }
 
