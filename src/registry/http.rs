@@ -197,7 +197,14 @@ fn system_roots() -> Arc<rustls::RootCertStore> {
         }
         if let Some(dir) = std::env::var_os("SSL_CERT_DIR").filter(|d| !d.is_empty()) {
             if let Ok(entries) = std::fs::read_dir(dir) {
-                files.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_file()));
+                // Only OpenSSL's hashed names (`5ad8a5d6.0`): Debian's /etc/ssl/certs also holds
+                // every certificate under its own name and the whole bundle once more.
+                files.extend(
+                    entries
+                        .flatten()
+                        .map(|e| e.path())
+                        .filter(|p| is_hashed_cert_name(p) && p.is_file()),
+                );
             }
         }
         let mut store = rustls::RootCertStore::empty();
@@ -218,6 +225,22 @@ fn system_roots() -> Arc<rustls::RootCertStore> {
         Arc::new(store)
     });
     ROOTS.clone()
+}
+
+/// `XXXXXXXX.N`: eight hex digits, a dot, a decimal suffix.
+fn is_hashed_cert_name(path: &std::path::Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    match name.split_once('.') {
+        Some((hash, n)) => {
+            hash.len() == 8
+                && hash.bytes().all(|b| b.is_ascii_hexdigit())
+                && !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => false,
+    }
 }
 
 fn tls_config(connection: &Connection, identity: Option<&[u8]>) -> Result<rustls::ClientConfig> {
@@ -958,6 +981,27 @@ mod tests {
         assert!(e.message.contains("bad gateway"));
         let long = vec![b'x'; 5000];
         assert!(error_detail(&long).chars().count() < 400);
+    }
+
+    #[test]
+    fn only_hashed_names_are_read_from_ssl_cert_dir() {
+        let ok = |n: &str| is_hashed_cert_name(std::path::Path::new(n));
+        assert!(ok("/etc/ssl/certs/5ad8a5d6.0"));
+        assert!(ok("a1B2c3D4.12"));
+        assert!(!ok("/etc/ssl/certs/ca-certificates.crt"));
+        assert!(!ok("ISRG_Root_X1.pem"));
+        assert!(!ok("5ad8a5d6.r0"));
+        assert!(!ok("5ad8a5d6."));
+    }
+
+    #[test]
+    fn system_roots_are_found() {
+        // Debian's ca-certificates; a machine without any bundle has nothing to test here.
+        if !std::path::Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
+            eprintln!("skipped: no /etc/ssl/certs/ca-certificates.crt");
+            return;
+        }
+        assert!(system_roots().len() > 50);
     }
 
     #[test]
