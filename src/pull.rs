@@ -431,6 +431,9 @@ fn request_policy(
         retry: opts.retry,
         stall: opts.stall_timeout,
         cancel: cancel.clone(),
+        // Measured from here, a little after the operation's own start: only used to refuse a
+        // Retry-After that cannot fit (the cancel flag enforces the real deadline).
+        deadline: opts.deadline.map(|d| std::time::Instant::now() + d),
         on_retry: Some(Arc::new(move |n: &registry::retry::RetryNotice| {
             sink.send(Progress::Retrying {
                 digest: n.digest.clone(),
@@ -641,8 +644,12 @@ async fn fetch_layers(
         .sync_writes()
         .then(|| EarlyWriteback::start(store.graph_root()));
     let sem = Arc::new(tokio::sync::Semaphore::new(parallel));
+    let mut blob_locks = blob_locks_in_order(store, &plan, &abort).into_iter();
     let mut handles = Vec::new();
     for layer in &plan {
+        let blob_lock = blob_locks
+            .next()
+            .ok_or_else(|| Error::internal("one blob lock per planned layer"))?;
         let task = {
             let (store, source, progress, abort, sem, size_budget) = (
                 store.clone(),
@@ -667,6 +674,7 @@ async fn fetch_layers(
                 let r = fetch_one(
                     &store,
                     &source,
+                    blob_lock,
                     &id,
                     parent.as_deref(),
                     &desc,
@@ -802,6 +810,49 @@ async fn commit(
 
 /// Waits for the blob's per-digest lock (another process may be fetching the same blob),
 /// polling so that a cancel or the deadline still ends the wait.
+type BlobLockPromise = tokio::sync::oneshot::Receiver<Result<LockGuard>>;
+
+/// The blob lock of each planned layer (in plan order), taken by one task in digest order.
+/// Each layer holds its lock until the batched commit, so two pulls sharing two blobs that
+/// took them in different orders would wait for each other for ever (seen with two processes
+/// pulling images that share layers); one global order makes that impossible. A layer starts
+/// as soon as its own lock is taken.
+fn blob_locks_in_order(
+    store: &Arc<Store>,
+    plan: &[PlannedLayer],
+    abort: &CancelFlag,
+) -> Vec<BlobLockPromise> {
+    let mut promises = Vec::with_capacity(plan.len());
+    let mut senders = Vec::with_capacity(plan.len());
+    for _ in plan {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        senders.push(Some(tx));
+        promises.push(rx);
+    }
+    let mut order: Vec<(String, usize)> = plan
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.desc.digest.clone(), i))
+        .collect();
+    order.sort();
+    let (store, abort) = (store.clone(), abort.clone());
+    tokio::spawn(async move {
+        for (digest, i) in order {
+            let taken = lock_blob(&store, &digest, &abort).await;
+            let failed = taken.is_err();
+            // A layer task that is gone (the pull failed) drops the guard with the message.
+            if let Some(tx) = senders[i].take() {
+                let _ = tx.send(taken);
+            }
+            if failed {
+                // The other layers see their promise broken: cancelled, as the pull is.
+                break;
+            }
+        }
+    });
+    promises
+}
+
 async fn lock_blob(store: &Arc<Store>, digest: &str, abort: &CancelFlag) -> Result<LockGuard> {
     let mut logged = false;
     loop {
@@ -828,6 +879,7 @@ async fn lock_blob(store: &Arc<Store>, digest: &str, abort: &CancelFlag) -> Resu
 async fn fetch_one(
     store: &Arc<Store>,
     source: &Arc<Source>,
+    blob_lock: BlobLockPromise,
     id: &str,
     parent: Option<&str>,
     desc: &BlobDesc,
@@ -836,7 +888,7 @@ async fn fetch_one(
     abort: &CancelFlag,
     size_budget: unpack::SizeBudget,
 ) -> Result<Fetched> {
-    let blob_lock = lock_blob(store, &desc.digest, abort).await?;
+    let blob_lock = blob_lock.await.map_err(|_| Error::cancelled())??;
     let s = store.clone();
     let i = id.to_string();
     if blocking(move || s.has_layer(&i)).await? {

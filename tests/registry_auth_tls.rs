@@ -361,3 +361,118 @@ fn bearer_token_flow_with_a_token_server() {
     );
     assert_eq!(image["id"], fx.id(IMAGE));
 }
+
+#[test]
+fn client_certificates_from_certs_d_are_presented() {
+    let Some((fx, storage)) = prerequisites() else {
+        return;
+    };
+    let dir = test_dir("mtls");
+    let pki = Pki::new(&dir.join("pki"));
+    // Client certificates are signed by the same test CA; the registry requires one.
+    let registry = Server::docker_registry_mtls(&dir.join("registry"), &storage, &pki, &pki.ca_crt);
+    let name = registry.name(IMAGE);
+    let base = hermetic_args(&dir);
+    let home = Home::new();
+
+    // The CA alone: the registry refuses the handshake.
+    let ca_only = pki.certs_d(&dir.join("certs.d-ca-only"), &registry.host_port());
+    let arg = format!("--certs-d={}", ca_only.display());
+    let store = Store::new("overlay");
+    let message = home.pull_fails(&store, &with(&base, &[&arg, &name]), "NETWORK");
+    assert!(store.images().is_empty());
+    eprintln!("without a client certificate: {message}");
+
+    // CA and client pair in HOST:PORT: presented, the pull succeeds.
+    let certs_d = pki.certs_d(&dir.join("certs.d"), &registry.host_port());
+    pki.client_pair(&certs_d.join(registry.host_port()), "client");
+    let arg = format!("--certs-d={}", certs_d.display());
+    let image = home.pull(&Store::new("overlay"), &with(&base, &[&arg, &name]));
+    assert_eq!(image["id"], fx.id(IMAGE));
+
+    // Also without verification (--tls-verify=false still presents the certs.d pair).
+    let image = home.pull(
+        &Store::new("overlay"),
+        &with(&base, &["--tls-verify=false", &arg, &name]),
+    );
+    assert_eq!(image["id"], fx.id(IMAGE));
+
+    // A client key that does not belong to the certificate is a CONFIG or NETWORK error,
+    // never a silent anonymous pull.
+    let mismatched = dir.join("certs.d-mismatched");
+    let host_dir = pki
+        .certs_d(&mismatched, &registry.host_port())
+        .join(registry.host_port());
+    let (cert, _) = pki.client_pair(&host_dir, "client");
+    let (_, other_key) = pki.client_pair(&dir.join("other"), "other");
+    std::fs::copy(other_key, cert.with_extension("key")).unwrap();
+    let arg = format!("--certs-d={}", mismatched.display());
+    let r = home.run(&Store::new("overlay"), &with(&base, &["pull", &arg, &name]));
+    assert!(!r.ok(), "a mismatched key pulled");
+}
+
+#[test]
+fn identity_tokens_are_exchanged_with_the_oauth2_post() {
+    let Some((fx, storage)) = prerequisites() else {
+        return;
+    };
+    let dir = test_dir("identity-token");
+    let (key, cert) = token_signer(&dir.join("signer"));
+    const REFRESH: &str = "refresh-token-for-alice";
+    let token = Server::token_server_with(
+        &dir.join("token"),
+        &key,
+        &cert,
+        &[(USER, PASSWORD)],
+        &[(REFRESH, USER)],
+        &format!("{REPO_PREFIX}/sibling"),
+    );
+    let pki = Pki::new(&dir.join("pki"));
+    let registry = Server::docker_registry(
+        &dir.join("registry"),
+        &storage,
+        Some(&pki),
+        &token_auth_config(&token, &cert),
+    );
+    let cert_arg = format!("--cert-dir={}", pki.ca_dir(&dir.join("cert-dir")).display());
+    let base = hermetic_args(&dir);
+    let host = registry.host_port();
+    let private = registry.name(IMAGE);
+
+    // auth.json with an identity token (as `podman login` to an OAuth2 registry writes it).
+    let home = Home::new();
+    home.write(
+        ".config/containers/auth.json",
+        &identity_token_json(&host, "<token>", REFRESH),
+    );
+    let image = home.pull(&Store::new("overlay"), &with(&base, &[&cert_arg, &private]));
+    assert_eq!(image["id"], fx.id(IMAGE));
+    let log = token.token_requests();
+    let post = log
+        .iter()
+        .find(|e| e["method"] == "POST")
+        .unwrap_or_else(|| panic!("no POST to the token service: {log:#?}"));
+    assert_eq!(post["grant_type"], "refresh_token");
+    assert_eq!(post["user"], USER);
+    assert!(!post["client_id"].as_str().unwrap_or("").is_empty());
+    assert_eq!(
+        post["scopes"][0],
+        format!("repository:{REPO_PREFIX}/{IMAGE}:pull").as_str()
+    );
+    assert!(
+        !log.iter()
+            .any(|e| e["method"] == "GET" && e["user"] == USER),
+        "the identity token was not sent as a password: {log:#?}"
+    );
+
+    // Docker's config.json spelling, and a refused refresh token: AUTH_FAILED naming the file.
+    let home = Home::new();
+    home.write(
+        ".docker/config.json",
+        &identity_token_json(&format!("https://{host}/v2/"), "", "expired-refresh-token"),
+    );
+    let store = Store::new("overlay");
+    let message = home.pull_fails(&store, &with(&base, &[&cert_arg, &private]), "AUTH_FAILED");
+    assert!(message.contains("config.json"), "{message}");
+    assert!(store.images().is_empty());
+}

@@ -274,6 +274,7 @@ fn too_many_requests_with_retry_after_is_retried() {
     let image = TestImage::with_big_layer(100_000, 4);
     reg.add_image(REPO, "t", &image);
     let big = image.layers[1].0.clone();
+    // Retry-After in seconds: waited for instead of the 50 ms backoff of fast_options().
     reg.fault(
         Some("GET"),
         &big,
@@ -288,8 +289,66 @@ fn too_many_requests_with_retry_after_is_retried() {
     assert_eq!(reg.count("GET", &big), 3);
     let retries = p.retries();
     assert_eq!(retries.len(), 2, "{retries:?}");
-    assert!(retries.iter().all(|(d, m)| *d == big && m.contains("429")));
+    assert!(retries
+        .iter()
+        .all(|(d, m)| *d == big && m.contains("429") && m.contains(" in 1 s:")));
+    assert!(
+        p.elapsed >= Duration::from_secs(2) && p.elapsed < Duration::from_secs(6),
+        "two Retry-After waits of 1 s took {:?}",
+        p.elapsed
+    );
     assert_clean(&store, "after 429s");
+
+    // A 503 whose Retry-After is an HTTP date about 2 s ahead (whole seconds: 1-2 s from now).
+    let store = Store::new("vfs");
+    reg.clear_faults();
+    reg.fault(
+        Some("GET"),
+        "/manifests/",
+        Fault::StatusUntil {
+            code: 503,
+            after: Duration::from_secs(2),
+        },
+        1,
+    );
+    let p = pull(&store, &reg.reference(REPO, "t"), &fast_options());
+    assert_eq!(p.ok().id, image_id(&image));
+    let retries = p.retries();
+    assert_eq!(retries.len(), 1, "{retries:?}");
+    assert!(retries[0].1.contains("503"), "{retries:?}");
+    assert!(
+        p.elapsed >= Duration::from_millis(900) && p.elapsed < Duration::from_secs(5),
+        "the HTTP-date wait took {:?}",
+        p.elapsed
+    );
+
+    // A wait longer than the deadline allows is not waited for: the 429 is the answer.
+    let store = Store::new("vfs");
+    reg.clear_faults();
+    reg.fault(
+        Some("GET"),
+        &big,
+        Fault::Status {
+            code: 429,
+            retry_after: Some(30),
+        },
+        usize::MAX,
+    );
+    let mut opts = fast_options();
+    opts.deadline = Some(Duration::from_secs(10));
+    let gets_before = reg.count("GET", &big);
+    let p = pull(&store, &reg.reference(REPO, "t"), &opts);
+    let e = p.err();
+    assert_eq!(
+        (e.status, e.http_status),
+        (Status::Registry, 429),
+        "{}",
+        e.message
+    );
+    assert!(e.message.contains("retry after 30 s"), "{}", e.message);
+    assert!(p.elapsed < Duration::from_secs(5), "took {:?}", p.elapsed);
+    assert_eq!(reg.count("GET", &big), gets_before + 1, "asked once");
+    assert_clean(&store, "after a refused Retry-After");
 }
 
 #[test]
@@ -439,6 +498,22 @@ fn a_huge_manifest_is_refused() {
     assert!(store.images_json().is_empty());
     assert_clean(&store, "after a huge manifest");
 
+    // Sent chunked, no length announced: reading stops at the 4 MiB limit.
+    reg.add_huge_manifest_framed(REPO, "chunked", 100 << 20, Framing::Chunked);
+    let sent_before = reg.body_bytes_sent();
+    let p = pull(&store, &reg.reference(REPO, "chunked"), &fast_options());
+    let e = p.err();
+    assert_eq!(e.status, Status::Registry, "{}", e.message);
+    assert!(
+        e.message.contains("4194304-byte limit") && e.message.contains("reading stopped"),
+        "{}",
+        e.message
+    );
+    assert!(p.elapsed < Duration::from_secs(10), "took {:?}", p.elapsed);
+    let sent = reg.body_bytes_sent() - sent_before;
+    assert!(sent < 40 << 20, "the client read on: {sent} bytes sent");
+    assert_clean(&store, "after a chunked huge manifest");
+
     // An index entry that announces a huge manifest is refused before any request for it.
     let image = TestImage::with_big_layer(1000, 9);
     reg.add_image(REPO, "t", &image);
@@ -456,6 +531,66 @@ fn a_huge_manifest_is_refused() {
         reg.count("GET", &format!("/manifests/{}", image.manifest_digest)),
         0
     );
+}
+
+/// Exit code, peak RSS (KiB, from wait4(2)), stderr and run time of a cimagectl run.
+fn cimagectl_peak_rss(store: &Store, args: &[&str]) -> (i32, i64, String, Duration) {
+    use std::os::unix::process::ExitStatusExt;
+    // Built (on first use) before the clock starts.
+    let mut command = store.command(args);
+    let started = Instant::now();
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run cimagectl");
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        use std::io::Read;
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    let mut status = 0;
+    // SAFETY: plain syscall on our own child; rusage is written by the kernel.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert!(pid > 0, "wait4: {}", std::io::Error::last_os_error());
+    let code = std::process::ExitStatus::from_raw(status)
+        .code()
+        .unwrap_or(-1);
+    (code, usage.ru_maxrss, stderr, started.elapsed())
+}
+
+#[test]
+fn a_huge_manifest_keeps_a_cimagectl_process_small() {
+    let Some(store) = setup("the store keeps file owners") else {
+        return;
+    };
+    let reg = FaultRegistry::start();
+    // Chunked (no length), and a Content-Length of 3 MiB (under the limit) in front of 100 MB.
+    reg.add_huge_manifest_framed(REPO, "chunked", 100 << 20, Framing::Chunked);
+    reg.add_huge_manifest_framed(REPO, "lying", 100 << 20, Framing::LyingLength(3 << 20));
+    for (tag, expect) in [("chunked", "limit"), ("lying", "")] {
+        let reference = reg.reference(REPO, tag);
+        let (code, peak_kib, stderr, took) =
+            cimagectl_peak_rss(&store, &["pull", "--tls-verify=false", &reference]);
+        assert_ne!(code, 0, "{tag}: the pull succeeded?\n{stderr}");
+        assert!(stderr.contains("REGISTRY"), "{tag}: {stderr}");
+        assert!(stderr.contains(expect), "{tag}: {stderr}");
+        assert!(took < Duration::from_secs(5), "{tag}: took {took:?}");
+        eprintln!("{tag}: cimagectl peak RSS {} KiB in {took:?}", peak_kib);
+        assert!(
+            peak_kib < 64 * 1024,
+            "{tag}: cimagectl peaked at {peak_kib} KiB"
+        );
+    }
+    assert!(
+        reg.body_bytes_sent() < 80 << 20,
+        "the client read on: {} bytes sent",
+        reg.body_bytes_sent()
+    );
+    assert!(store.images_json().is_empty());
+    assert_clean(&store, "after huge manifests through cimagectl");
 }
 
 #[test]

@@ -92,21 +92,23 @@ impl AccessContext {
         };
         let mut connection = Connection::anonymous(!insecure);
         let name = location.reference.to_string();
+        let tls = certs::lookup(
+            &r.registry,
+            &CertPaths {
+                cert_dir: self.options.cert_dir.clone(),
+                certs_d: self.options.certs_d.clone(),
+            },
+        )
+        .map_err(|e| {
+            e.context(format!("TLS files for {}", r.registry))
+                .with_subject(name.clone())
+        })?;
+        // An insecure registry is not verified, but a client certificate is still presented
+        // (containers/image reads certs.d whatever tls-verify says).
+        connection.client_certificates = tls.client_pairs;
+        connection.cert_dir = tls.dir;
         if !insecure {
-            let tls = certs::lookup(
-                &r.registry,
-                &CertPaths {
-                    cert_dir: self.options.cert_dir.clone(),
-                    certs_d: self.options.certs_d.clone(),
-                },
-            )
-            .map_err(|e| {
-                e.context(format!("TLS files for {}", r.registry))
-                    .with_subject(name.clone())
-            })?;
             connection.ca_certificates = tls.ca_certificates;
-            connection.client_certificates = tls.client_pairs;
-            connection.cert_dir = tls.dir;
         }
         let lookup = AuthLookup {
             credentials: self.options.credentials.clone(),
@@ -147,7 +149,7 @@ impl AccessContext {
         super::connect::explain_tls_failure(
             error,
             files.dir.as_deref(),
-            !files.client_pairs.is_empty(),
+            files.client_pairs.first().map(|p| p.0.as_path()),
         )
     }
 

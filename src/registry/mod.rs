@@ -1,5 +1,5 @@
 //! Image sources: where a pull reads an image from. Parses references, reads registries
-//! (through oci-client) and OCI layouts, picks the platform, verifies every document
+//! (over reqwest, see `http`) and OCI layouts, picks the platform, verifies every document
 //! against its digest and streams layer blobs with verification.
 //!
 //! Flow for a pull: `parse_reference` → `Source::open` → `top_digest` (warm check) →
@@ -8,6 +8,7 @@
 pub mod access;
 mod connect;
 mod docker;
+mod http;
 mod layout;
 pub mod manifest;
 mod platform;

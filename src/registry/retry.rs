@@ -1,12 +1,84 @@
 //! How registry requests behave when the network misbehaves: bounded retries with exponential
-//! backoff (connection errors, 5xx, 429), a stall limit on every wait for bytes, cancellation of
-//! every wait, and a hook that tells the caller about each retry (progress events).
+//! backoff (connection errors, 5xx, 429), the wait a 429 or 503 asks for with Retry-After
+//! (bounded by the deadline and `MAX_RETRY_AFTER`), a stall limit on every wait for bytes,
+//! cancellation of every wait, and a hook that tells the caller about each retry (progress
+//! events).
 
 use crate::error::{Error, Result, Status};
 use crate::runtime::CancelFlag;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The longest Retry-After waited for; a registry that asks for more (rate limits of hours)
+/// gets its error reported instead.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// A failed attempt: the error, and how long the server asked us to wait before the next one
+/// (its Retry-After), if it said.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub error: Error,
+    pub retry_after: Option<Duration>,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+/// A Retry-After value: delay-seconds or an HTTP-date (IMF-fixdate, RFC 9110 5.6.7), as a
+/// wait from `now`; a date in the past is no wait. None when it is neither.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Absurd numbers saturate; they are capped by MAX_RETRY_AFTER anyway.
+        return Some(Duration::from_secs(
+            value.parse::<u64>().unwrap_or(u64::MAX),
+        ));
+    }
+    let at = parse_http_date(value)?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn parse_http_date(value: &str) -> Option<SystemTime> {
+    let (_weekday, rest) = value.split_once(", ")?;
+    let parts: Vec<&str> = rest.split(' ').collect();
+    let [day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| m == month)? as i64 + 1;
+    let day: i64 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
+    let year: i64 = year.parse().ok().filter(|y| (1970..=9999).contains(y))?;
+    let hms: Vec<i64> = time
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let [h, m, s] = hms.as_slice() else {
+        return None;
+    };
+    if !(0..24).contains(h) || !(0..60).contains(m) || !(0..61).contains(s) {
+        return None;
+    }
+    // Days from the civil date (proleptic Gregorian), Howard Hinnant's algorithm.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + m * 60 + s;
+    Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+}
 
 /// containers/image's `maxRetries`-style bound and a backoff that stays short enough for an
 /// interactive pull: 0.2 s, 0.4 s, 0.8 s, 1.6 s (±20 %), capped.
@@ -68,6 +140,8 @@ pub struct RequestPolicy {
     pub stall: Duration,
     pub cancel: CancelFlag,
     pub on_retry: Option<RetryHook>,
+    /// When the whole operation must be done: a Retry-After that ends later is not waited for.
+    pub deadline: Option<Instant>,
 }
 
 /// containers/image gives up on a silent connection after about this long, too.
@@ -80,6 +154,7 @@ impl Default for RequestPolicy {
             stall: DEFAULT_STALL,
             cancel: CancelFlag::new(),
             on_retry: None,
+            deadline: None,
         }
     }
 }
@@ -143,24 +218,76 @@ impl RequestPolicy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
+        self.run_hinted(what, digest, || {
+            let fut = attempt();
+            async move { fut.await.map_err(Failure::from) }
+        })
+        .await
+    }
+
+    /// As `run`, for attempts that can say how long the server asked to wait (Retry-After of
+    /// a 429 or 503): that wait replaces the backoff, unless it is longer than
+    /// `MAX_RETRY_AFTER` or would end after the deadline (then the error is final).
+    pub async fn run_hinted<T, F, Fut>(&self, what: &str, digest: &str, mut attempt: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, Failure>>,
+    {
         let mut retry = 0;
         loop {
-            match self.bounded(what, attempt()).await {
+            self.cancel.check()?;
+            let outcome = tokio::select! {
+                r = tokio::time::timeout(self.stall, attempt()) => match r {
+                    Ok(r) => r,
+                    Err(_) => Err(Failure::from(stalled(what, self.stall))),
+                },
+                _ = self.cancel.cancelled() => return Err(Error::cancelled()),
+            };
+            let failure = match outcome {
                 Ok(v) => return Ok(v),
-                Err(e) if retry < self.retry.max_retries && is_transient(&e) => {
-                    let delay = self.retry.delay(retry);
-                    retry += 1;
-                    self.notify(&RetryNotice {
-                        digest: digest.to_string(),
-                        retry,
-                        delay,
-                        error: e,
-                    });
-                    self.pause(delay).await?;
-                }
-                Err(e) => return Err(e),
+                Err(f) => f,
+            };
+            if retry >= self.retry.max_retries || !is_transient(&failure.error) {
+                return Err(failure.error);
+            }
+            let delay = match failure.retry_after {
+                Some(asked) => self.check_retry_after(asked, &failure.error)?,
+                None => self.retry.delay(retry),
+            };
+            retry += 1;
+            self.notify(&RetryNotice {
+                digest: digest.to_string(),
+                retry,
+                delay,
+                error: failure.error,
+            });
+            self.pause(delay).await?;
+        }
+    }
+
+    /// The wait a Retry-After asks for, or the error when it is too long to wait.
+    fn check_retry_after(&self, asked: Duration, error: &Error) -> Result<Duration> {
+        let too_long = |limit: String| {
+            let mut e = error.clone();
+            e.message = format!(
+                "{} (the registry asks to retry after {}, {limit})",
+                e.message,
+                human_duration(Duration::from_secs(asked.as_secs()))
+            );
+            Err(e)
+        };
+        if asked > MAX_RETRY_AFTER {
+            return too_long(format!(
+                "more than the {} cimage waits",
+                human_duration(MAX_RETRY_AFTER)
+            ));
+        }
+        if let Some(deadline) = self.deadline {
+            if Instant::now() + asked > deadline {
+                return too_long("after the deadline".to_string());
             }
         }
+        Ok(asked)
     }
 }
 
@@ -214,6 +341,85 @@ mod tests {
             stall: Duration::from_millis(200),
             ..RequestPolicy::default()
         }
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:40 GMT", now),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            parse_retry_after("Sat, 01 Jan 2000 00:00:00 GMT", UNIX_EPOCH),
+            Some(Duration::from_secs(946_684_800))
+        );
+        // In the past: no wait.
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        for bad in [
+            "",
+            "-1",
+            "soon",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "Sun, 32 Nov 1994 08:49:37 GMT",
+            "1.5",
+        ] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_replaces_the_backoff_and_is_bounded() {
+        let mut p = fast();
+        let delays = Arc::new(Mutex::new(Vec::new()));
+        let d2 = delays.clone();
+        p.on_retry = Some(Arc::new(move |n: &RetryNotice| {
+            d2.lock().unwrap().push(n.delay)
+        }));
+        let calls = AtomicU32::new(0);
+        let busy = || Failure {
+            error: Error::new(Status::Registry, "busy").with_http_status(429),
+            retry_after: Some(Duration::from_millis(300)),
+        };
+        let started = std::time::Instant::now();
+        let r = p
+            .run_hinted("GET x", "", || {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n == 0 {
+                        Err(busy())
+                    } else {
+                        Ok(n)
+                    }
+                }
+            })
+            .await;
+        assert_eq!(r.unwrap(), 1);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert_eq!(*delays.lock().unwrap(), vec![Duration::from_millis(300)]);
+
+        // Longer than the maximum, or past the deadline: the error, at once.
+        let r: Result<()> = p
+            .run_hinted("GET x", "", || async {
+                Err(Failure {
+                    retry_after: Some(MAX_RETRY_AFTER * 2),
+                    ..busy()
+                })
+            })
+            .await;
+        let e = r.unwrap_err();
+        assert_eq!(e.http_status, 429);
+        assert!(e.message.contains("retry after 120 s"), "{}", e.message);
+        p.deadline = Some(Instant::now() + Duration::from_millis(100));
+        let started = std::time::Instant::now();
+        let r: Result<()> = p.run_hinted("GET x", "", || async { Err(busy()) }).await;
+        assert!(r.unwrap_err().message.contains("deadline"));
+        assert!(started.elapsed() < Duration::from_millis(250));
     }
 
     #[test]

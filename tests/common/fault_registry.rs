@@ -131,6 +131,8 @@ pub fn host_arch() -> &'static str {
 pub enum Fault {
     /// Answer with this status and a distribution-spec error body (and Retry-After seconds).
     Status { code: u16, retry_after: Option<u64> },
+    /// Answer with this status and Retry-After as an HTTP date this long after the response.
+    StatusUntil { code: u16, after: Duration },
     /// Send the headers (full Content-Length) and this many body bytes, then close.
     Truncate { after: u64 },
     /// Stop sending at this offset of the whole blob (a Range request for bytes after it gets
@@ -169,8 +171,8 @@ struct State {
     /// repository → tags, sorted
     tags: Mutex<HashMap<String, Vec<String>>>,
     blobs: Mutex<HashMap<String, Arc<Vec<u8>>>>,
-    /// repository → tag → size of a huge manifest streamed on the fly
-    huge: Mutex<HashMap<String, HashMap<String, u64>>>,
+    /// repository → tag → size of a huge manifest streamed on the fly, and how it is framed
+    huge: Mutex<HashMap<String, HashMap<String, (u64, Framing)>>>,
     rules: Mutex<Vec<Rule>>,
     log: Mutex<Vec<Request>>,
     /// false: a Range header is ignored (200 with the whole body), as some servers do.
@@ -254,13 +256,19 @@ impl FaultRegistry {
 
     /// REPO:TAG answers with a manifest of `size` bytes (spaces), made while sending.
     pub fn add_huge_manifest(&self, repo: &str, tag: &str, size: u64) {
+        self.add_huge_manifest_framed(repo, tag, size, Framing::Length);
+    }
+
+    /// As `add_huge_manifest`, sent chunked (no length announced) or under a Content-Length
+    /// that lies.
+    pub fn add_huge_manifest_framed(&self, repo: &str, tag: &str, size: u64, framing: Framing) {
         self.state
             .huge
             .lock()
             .unwrap()
             .entry(repo.to_string())
             .or_default()
-            .insert(tag.to_string(), size);
+            .insert(tag.to_string(), (size, framing));
     }
 
     /// The next `times` requests whose path contains `path_contains` (and whose method is
@@ -299,6 +307,17 @@ impl FaultRegistry {
     }
 }
 
+/// How a body is delimited on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// A true Content-Length.
+    Length,
+    /// Transfer-Encoding: chunked, no length announced.
+    Chunked,
+    /// This Content-Length, whatever the body's size (the whole body is sent all the same).
+    LyingLength(u64),
+}
+
 /// A response before faults: status, headers, body.
 struct Response {
     status: u16,
@@ -306,6 +325,7 @@ struct Response {
     body: Body,
     /// Where the body starts in the whole blob (a Range response).
     offset: u64,
+    framing: Framing,
 }
 
 enum Body {
@@ -344,6 +364,7 @@ fn error_response(status: u16, code: &str, message: &str) -> Response {
         headers: vec![("Content-Type".into(), "application/json".into())],
         body: Body::Bytes(Arc::new(body.into_bytes())),
         offset: 0,
+        framing: Framing::Length,
     }
 }
 
@@ -409,6 +430,11 @@ fn serve(conn: TcpStream, state: &State) {
                 response.headers.push(("Retry-After".into(), s.to_string()));
             }
         }
+        Some(Fault::StatusUntil { code, after }) => {
+            response = error_response(*code, "TOOMANYREQUESTS", "injected failure");
+            let at = std::time::SystemTime::now() + *after;
+            response.headers.push(("Retry-After".into(), http_date(at)));
+        }
         Some(Fault::Redirect { to }) => {
             let location = if query.is_empty() {
                 format!("{to}{path}")
@@ -420,6 +446,7 @@ fn serve(conn: TcpStream, state: &State) {
                 headers: vec![("Location".into(), location)],
                 body: Body::Bytes(Arc::new(Vec::new())),
                 offset: 0,
+                framing: Framing::Length,
             };
         }
         Some(Fault::Corrupt) => {
@@ -444,13 +471,14 @@ fn route(state: &State, method: &str, path: &str, query: &str, range: Option<&st
             headers: vec![("Content-Type".into(), "application/json".into())],
             body: Body::Bytes(Arc::new(b"{}".to_vec())),
             offset: 0,
+            framing: Framing::Length,
         };
     }
     let Some(rest) = path.strip_prefix("/v2/") else {
         return error_response(404, "NOT_FOUND", "no such path");
     };
     if let Some((repo, reference)) = rest.rsplit_once("/manifests/") {
-        if let Some(size) = state
+        if let Some((size, framing)) = state
             .huge
             .lock()
             .unwrap()
@@ -472,6 +500,7 @@ fn route(state: &State, method: &str, path: &str, query: &str, range: Option<&st
                 },
                 body: Body::Spaces(size),
                 offset: 0,
+                framing,
             };
         }
         let found = state
@@ -490,6 +519,7 @@ fn route(state: &State, method: &str, path: &str, query: &str, range: Option<&st
                 ],
                 body: Body::Bytes(Arc::new(data)),
                 offset: 0,
+                framing: Framing::Length,
             },
             None => error_response(404, "MANIFEST_UNKNOWN", "manifest unknown"),
         };
@@ -521,6 +551,7 @@ fn route(state: &State, method: &str, path: &str, query: &str, range: Option<&st
                 headers,
                 body: Body::Bytes(Arc::new(data[start..].to_vec())),
                 offset: start as u64,
+                framing: Framing::Length,
             };
         }
         return Response {
@@ -528,6 +559,7 @@ fn route(state: &State, method: &str, path: &str, query: &str, range: Option<&st
             headers,
             body: Body::Bytes(data),
             offset: 0,
+            framing: Framing::Length,
         };
     }
     if let Some(repo) = rest.strip_suffix("/tags/list") {
@@ -559,6 +591,7 @@ fn route(state: &State, method: &str, path: &str, query: &str, range: Option<&st
             headers: vec![("Content-Type".into(), "application/json".into())],
             body: Body::Bytes(Arc::new(body.into_bytes())),
             offset: 0,
+            framing: Framing::Length,
         };
     }
     error_response(404, "NOT_FOUND", "no such path")
@@ -571,11 +604,16 @@ fn write_response(
     response: Response,
     fault: Option<&Fault>,
 ) -> std::io::Result<()> {
+    let length = match response.framing {
+        Framing::Length => format!("Content-Length: {}\r\n", response.body.len()),
+        Framing::Chunked => "Transfer-Encoding: chunked\r\n".to_string(),
+        Framing::LyingLength(n) => format!("Content-Length: {n}\r\n"),
+    };
+    let chunked = response.framing == Framing::Chunked && method != "HEAD";
     let mut head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "HTTP/1.1 {} {}\r\n{length}Connection: close\r\n",
         response.status,
         reason(response.status),
-        response.body.len()
     );
     for (k, v) in &response.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
@@ -605,10 +643,22 @@ fn write_response(
     let mut sent = 0u64;
     while sent < total {
         let n = (total - sent).min(chunk) as usize;
-        let result = match &response.body {
+        let frame = if chunked {
+            conn.write_all(format!("{n:x}\r\n").as_bytes())
+        } else {
+            Ok(())
+        };
+        let result = frame.and_then(|()| match &response.body {
             Body::Bytes(b) => conn.write_all(&b[sent as usize..sent as usize + n]),
             Body::Spaces(_) => conn.write_all(&spaces[..n]),
-        };
+        });
+        let result = result.and_then(|()| {
+            if chunked {
+                conn.write_all(b"\r\n")
+            } else {
+                Ok(())
+            }
+        });
         if result.is_err() {
             // The client gave up (a refused manifest, a cancelled pull): stop generating.
             return Ok(());
@@ -621,6 +671,9 @@ fn write_response(
                 std::thread::sleep(wait);
             }
         }
+    }
+    if chunked {
+        conn.write_all(b"0\r\n\r\n")?;
     }
     conn.flush()?;
     match fault {
@@ -645,4 +698,35 @@ fn write_response(
         _ => {}
     }
     Ok(())
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` (IMF-fixdate) for `at`.
+pub fn http_date(at: std::time::SystemTime) -> String {
+    let secs = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        WEEKDAYS[days.rem_euclid(7) as usize],
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }

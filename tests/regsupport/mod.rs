@@ -101,6 +101,59 @@ impl Pki {
         }
     }
 
+    /// A client certificate signed by this CA (extendedKeyUsage clientAuth) in `dir` as
+    /// NAME.cert and NAME.key: the certs.d spelling of a client pair.
+    pub fn client_pair(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        fs::create_dir_all(dir).unwrap();
+        let key = dir.join(format!("{name}.key"));
+        let cert = dir.join(format!("{name}.cert"));
+        let csr = self.dir.join(format!("{name}.csr"));
+        openssl(
+            &self.dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                key.to_str().unwrap(),
+                "-out",
+                csr.to_str().unwrap(),
+                "-subj",
+                "/CN=cimage test client",
+            ],
+        );
+        let ext = self.dir.join("client.ext");
+        fs::write(
+            &ext,
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+        )
+        .unwrap();
+        openssl(
+            &self.dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                csr.to_str().unwrap(),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                cert.to_str().unwrap(),
+                "-days",
+                "2",
+                "-extfile",
+                ext.to_str().unwrap(),
+            ],
+        );
+        (cert, key)
+    }
+
     /// A directory holding only the CA certificate (for --cert-dir).
     pub fn ca_dir(&self, dir: &Path) -> PathBuf {
         fs::create_dir_all(dir).unwrap();
@@ -192,10 +245,26 @@ impl Server {
     /// docker-registry on a free port with `extra` appended to its config (auth:, proxy:, …),
     /// TLS when `pki` is given, storage in `storage`.
     pub fn docker_registry(dir: &Path, storage: &Path, pki: Option<&Pki>, extra: &str) -> Server {
+        Server::docker_registry_with(dir, storage, pki, None, extra)
+    }
+
+    /// As `docker_registry`, TLS with `pki`, also requiring a client certificate signed by the
+    /// CA `client_ca` (`http.tls.clientcas`).
+    pub fn docker_registry_mtls(dir: &Path, storage: &Path, pki: &Pki, client_ca: &Path) -> Server {
+        Server::docker_registry_with(dir, storage, Some(pki), Some(client_ca), "")
+    }
+
+    fn docker_registry_with(
+        dir: &Path,
+        storage: &Path,
+        pki: Option<&Pki>,
+        client_ca: Option<&Path>,
+        extra: &str,
+    ) -> Server {
         fs::create_dir_all(dir).unwrap();
         for _attempt in 0..5 {
             let port = common::free_port();
-            let tls = match pki {
+            let mut tls = match pki {
                 Some(p) => format!(
                     "  tls:\n    certificate: {}\n    key: {}\n",
                     p.server_crt.display(),
@@ -203,6 +272,9 @@ impl Server {
                 ),
                 None => String::new(),
             };
+            if let Some(ca) = client_ca {
+                tls.push_str(&format!("    clientcas:\n      - {}\n", ca.display()));
+            }
             let config = format!(
                 "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
                  storage:\n  filesystem:\n    rootdirectory: {}\n  maintenance:\n    uploadpurging:\n      enabled: false\n\
@@ -245,6 +317,19 @@ impl Server {
         users: &[(&str, &str)],
         anonymous_prefix: &str,
     ) -> Server {
+        Server::token_server_with(dir, key, cert, users, &[], anonymous_prefix)
+    }
+
+    /// As `token_server`, also exchanging each (refresh token, user) of `refresh_tokens`
+    /// through the OAuth2 POST (grant_type=refresh_token).
+    pub fn token_server_with(
+        dir: &Path,
+        key: &Path,
+        cert: &Path,
+        users: &[(&str, &str)],
+        refresh_tokens: &[(&str, &str)],
+        anonymous_prefix: &str,
+    ) -> Server {
         fs::create_dir_all(dir).unwrap();
         let port_file = dir.join("port");
         let _ = fs::remove_file(&port_file);
@@ -264,6 +349,9 @@ impl Server {
             .stderr(fs::File::create(dir.join("stderr.log")).unwrap());
         for (u, p) in users {
             cmd.arg("--user").arg(format!("{u}:{p}"));
+        }
+        for (t, u) in refresh_tokens {
+            cmd.arg("--refresh-token").arg(format!("{t}:{u}"));
         }
         let mut child = common::spawn_tied_to_process(cmd).expect("start the token server");
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -420,6 +508,13 @@ pub fn auth_json(key: &str, user: &str, password: &str) -> String {
     use base64::Engine;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     serde_json::json!({"auths": {key: {"auth": auth}}}).to_string()
+}
+
+/// An auth.json / config.json document whose `auths` entry holds an identity token.
+pub fn identity_token_json(key: &str, user: &str, token: &str) -> String {
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:"));
+    serde_json::json!({"auths": {key: {"auth": auth, "identitytoken": token}}}).to_string()
 }
 
 /// A docker-credential-NAME script in `dir` that answers `get` for `registry` with the
