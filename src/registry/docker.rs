@@ -121,7 +121,29 @@ impl RegistrySource {
                         Op::Manifest,
                     )
                     .await?;
-                http::read_limited(response, MAX_DOCUMENT_SIZE, "manifest").await
+                // A registry that names the digest of what it sends must send those bytes:
+                // checked here for a tag (a digest is checked by the caller as well).
+                let announced = response
+                    .headers()
+                    .get("docker-content-digest")
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.trim().to_string());
+                let bytes = http::read_limited(response, MAX_DOCUMENT_SIZE, "manifest").await?;
+                if let Some(announced) = announced.as_deref().or(digest) {
+                    if announced.starts_with("sha256:") {
+                        let actual = digest::sha256_digest(&bytes);
+                        if actual != announced {
+                            return Err(Error::new(
+                                Status::DigestMismatch,
+                                format!(
+                                    "the registry sent a manifest of digest {actual} for {announced}"
+                                ),
+                            )
+                            .into());
+                        }
+                    }
+                }
+                Ok(bytes)
             })
             .await
     }
