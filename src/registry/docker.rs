@@ -5,7 +5,7 @@
 
 use super::connect::Connection;
 use super::http::{self, Op, Session};
-use super::manifest::{ACCEPTED_MANIFEST_TYPES, MAX_DOCUMENT_SIZE};
+use super::manifest::{self, ACCEPTED_MANIFEST_TYPES, MAX_DOCUMENT_SIZE};
 use super::reference::DockerRef;
 use super::retry::{stalled, Failure, RequestPolicy, RetryNotice};
 use super::BlobStream;
@@ -74,11 +74,7 @@ impl RegistrySource {
                         Op::Manifest,
                     )
                     .await?;
-                Ok(response
-                    .headers()
-                    .get("docker-content-digest")
-                    .and_then(|v| v.to_str().ok())
-                    .map(|v| v.trim().to_string()))
+                Ok(content_digest(&response))
             })
             .await?;
         let d = match announced {
@@ -123,24 +119,11 @@ impl RegistrySource {
                     .await?;
                 // A registry that names the digest of what it sends must send those bytes:
                 // checked here for a tag (a digest is checked by the caller as well).
-                let announced = response
-                    .headers()
-                    .get("docker-content-digest")
-                    .and_then(|v| v.to_str().ok())
-                    .map(|v| v.trim().to_string());
+                let announced = content_digest(&response);
                 let bytes = http::read_limited(response, MAX_DOCUMENT_SIZE, "manifest").await?;
                 if let Some(announced) = announced.as_deref().or(digest) {
                     if announced.starts_with("sha256:") {
-                        let actual = digest::sha256_digest(&bytes);
-                        if actual != announced {
-                            return Err(Error::new(
-                                Status::DigestMismatch,
-                                format!(
-                                    "the registry sent a manifest of digest {actual} for {announced}"
-                                ),
-                            )
-                            .into());
-                        }
+                        manifest::verify_document(&bytes, Some(announced), "manifest")?;
                     }
                 }
                 Ok(bytes)
@@ -446,4 +429,13 @@ mod tests {
             Status::DigestMismatch
         );
     }
+}
+
+/// The digest a registry announces for what it sends (Docker-Content-Digest), if any.
+fn content_digest(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
 }
