@@ -9,18 +9,23 @@
  *   warm     cimage_store_pull of the present image (policy ALWAYS: asks the registry)
  *   missing  cimage_store_pull with policy MISSING (no network)
  *   create, mount, unmount, delete   one container's cycle, and the four together as "cycle"
+ *   fdatasync, syncfs   one flush of the store's file system, without cimage: a 64-byte file
+ *                       written and fdatasync'ed, then syncfs (what a durable step costs
+ *                       here); not with nosync
  * and prints one line per measurement: "NAME SECONDS". Exit status 1 on the first failure.
  * With "nosync" the store is opened with durable writes off (cimage_store_options_set_sync).
  */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+#define _GNU_SOURCE /* syncfs */
 
 #include "cimage.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 static double now(void)
 {
@@ -109,6 +114,32 @@ static int cycle(cimage_store *store, const char *image)
     return 0;
 }
 
+/* The cost of one flush on the file system of DIR, the floor under every durable step. */
+static int flushes(const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/micro-flush-probe", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        perror("micro: flush probe");
+        return 1;
+    }
+    static const char data[64] = "cimage micro flush probe";
+    double t0 = now();
+    int bad = write(fd, data, sizeof data) != (ssize_t)sizeof data || fdatasync(fd) != 0;
+    double t1 = now();
+    bad = bad || write(fd, data, sizeof data) != (ssize_t)sizeof data || syncfs(fd) != 0;
+    double t2 = now();
+    close(fd);
+    unlink(path);
+    if (bad) {
+        perror("micro: flush probe");
+        return 1;
+    }
+    printf("fdatasync %.6f\nsyncfs %.6f\n", t1 - t0, t2 - t1);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 5 && !(argc == 6 && strcmp(argv[5], "nosync") == 0)) {
@@ -153,6 +184,8 @@ int main(int argc, char **argv)
         }
         printf("open %.6f\nwarm %.6f\nmissing %.6f\n", t1 - t0, t2 - t1, t3 - t2);
         rc = cycle(store, ref);
+        if (rc == 0 && sync_writes) /* nosync: a flush here would empty the next unmount's */
+            rc = flushes(root);
     }
     cimage_store_free(store);
     return rc;

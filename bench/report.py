@@ -143,7 +143,8 @@ def main():
             p("")
             p("| small operations (%s) | median (min–max) |" % images[0])
             p("|---|---|")
-            order = ["open", "missing", "warm", "create", "mount", "unmount", "delete", "cycle"]
+            order = ["open", "missing", "warm", "create", "mount", "unmount", "delete", "cycle", "fdatasync",
+                     "syncfs"]
             micro.sort(key=lambda t: (t.split()[0], order.index(t.split()[1]) if t.split()[1] in order else 99))
             for t in micro:
                 p("| %s | %s |" % (t, cell(walls(images[0], fs, "micro" if t.startswith("cimage") else "cycle-cli",
