@@ -9,7 +9,9 @@ one line of RESULTS/results.jsonl:
 kind is cold (empty store), warm (image present), limit (curl, sha256sum, gzip -dc, tar -x,
 pipeline), micro (in-process calls, from bench/micro) or cycle-cli (the containers-storage
 CLI). Tools are run in turns, the order rotating every round, so that they see the same machine.
-Wall, CPU and peak RSS come from wait4(2) on each process (its waited-for children included).
+Wall, CPU and peak RSS come from wait4(2) on each process (its waited-for children included),
+called by bench/spawn: Linux carries a process's peak RSS across exec, so a command forked from
+this interpreter would report at least the interpreter's own.
 """
 import argparse
 import json
@@ -18,6 +20,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -32,19 +35,25 @@ def sh(cmd):
 
 
 class Run:
-    """One timed process: wall time, CPU time and peak RSS from wait4."""
+    """One timed process: wall time, CPU time and peak RSS, from wait4 in bench/spawn (a child
+    of this interpreter would report at least the interpreter's own peak RSS)."""
+
+    spawn = None  # path of the built bench/spawn, set by main()
 
     def __init__(self, argv, env=None, log_path=None, cwd=None):
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL
-        t0 = time.perf_counter()
-        p = subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env, cwd=cwd)
-        _, status, ru = os.wait4(p.pid, 0)
-        self.wall = time.perf_counter() - t0
-        p.returncode = os.waitstatus_to_exitcode(status)
+        with tempfile.NamedTemporaryFile(prefix="cimage-bench-rusage-") as report:
+            p = subprocess.run([Run.spawn, report.name] + list(argv), stdout=out, stderr=out,
+                               stdin=subprocess.DEVNULL, env=env, cwd=cwd)
+            fields = open(report.name).read().split()
         if log_path:
             out.close()
         self.rc = p.returncode
-        self.user, self.sys, self.maxrss_kib = ru.ru_utime, ru.ru_stime, ru.ru_maxrss
+        if len(fields) != 4:  # spawn itself failed: the run counts as failed
+            self.rc = self.rc or 1
+            fields = ["0", "0", "0", "0"]
+        self.wall, self.user, self.sys = (float(x) for x in fields[:3])
+        self.maxrss_kib = int(fields[3])
 
 
 def mounts_below(path):
@@ -373,7 +382,10 @@ def main():
     ap.add_argument("--quick", default="0")
     ap.add_argument("--cimagectl", required=True)
     ap.add_argument("--micro", required=True)
-    Bench(ap.parse_args()).main()
+    ap.add_argument("--spawn", required=True)
+    a = ap.parse_args()
+    Run.spawn = a.spawn
+    Bench(a).main()
 
 
 if __name__ == "__main__":

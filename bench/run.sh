@@ -77,6 +77,8 @@ for prog in "$REPO/c-examples/cimagectl.c" "$HERE/micro.c"; do
       -Wl,-rpath,"$LIB" -o "$out"
   fi
 done
+# The launcher every measured command runs under (wall time, CPU, peak RSS; see spawn.c).
+cc -std=c11 -O2 -Wall -Wextra -Werror "$HERE/spawn.c" -o "$WORK/bin/spawn"
 
 # ---------------------------------------------------------------------------- rootfs (cached)
 ROOTFS=$WORK/cache/$SUITE-minbase.tar
@@ -150,6 +152,6 @@ mkdir -p "$RESULTS"
 log "measuring: images [$IMAGES], file systems [$FILESYSTEMS], $ROUNDS rounds -> $RESULTS"
 python3 "$HERE/measure.py" --work "$WORK" --registry "127.0.0.1:$PORT" --results "$RESULTS" \
   --images "$IMAGES" --filesystems "$FILESYSTEMS" --rounds "$ROUNDS" --quick "$QUICK" \
-  --cimagectl "$WORK/bin/cimagectl" --micro "$WORK/bin/micro"
+  --cimagectl "$WORK/bin/cimagectl" --micro "$WORK/bin/micro" --spawn "$WORK/bin/spawn"
 python3 "$HERE/report.py" --results "$RESULTS" --report "$REPORT"
 log "report: $REPORT (raw results in $RESULTS)"
