@@ -80,6 +80,16 @@ impl Driver {
         }
     }
 
+    /// The files an empty layer (a container's) was created with, whose content must be on
+    /// disk before its record says it is complete; None when there are too many to flush one
+    /// by one (vfs copies the parent's whole tree), and only a syncfs will do.
+    pub fn empty_layer_files(&self, id: &str) -> Option<Vec<PathBuf>> {
+        match self {
+            Driver::Overlay(o) => Some(o.empty_layer_files(id)),
+            Driver::Vfs(_) => None,
+        }
+    }
+
     /// Removes everything the driver keeps for a layer; a missing layer is not an error.
     pub fn remove_layer(&self, id: &str) -> Result<()> {
         match self {

@@ -186,6 +186,18 @@ impl Overlay {
         result
     }
 
+    /// `link`, and `lower` when the layer has a parent: the files of `create_layer` with
+    /// content (its directories are metadata, which the journal keeps in order).
+    pub fn empty_layer_files(&self, id: &str) -> Vec<PathBuf> {
+        let dir = self.layer_home(id);
+        let lower = dir.join("lower");
+        let mut files = vec![dir.join("link")];
+        if lower.exists() {
+            files.push(lower);
+        }
+        files
+    }
+
     pub fn remove_layer(&self, id: &str) -> Result<()> {
         let dir = self.layer_home(id);
         if mountinfo::is_mount_point(&self.merged_dir(id)) {

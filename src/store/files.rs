@@ -6,6 +6,7 @@ use crate::error::{Error, Result, ResultExt};
 use base64::Engine as _;
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -38,8 +39,8 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32, sync: bool) -> Result<(
 
 /// The first half of an atomic write: the temporary file holds the new content (closed, with
 /// its final mode); `commit` renames it over the target. Dropped uncommitted, it is removed.
-/// Several files prepared without sync can be made durable by one syncfs before their commits
-/// (one journal commit instead of one per file).
+/// Several files prepared without sync can be made durable together before their commits
+/// (`flush_files`, or one syncfs): one journal commit instead of one per file.
 #[must_use]
 pub struct PreparedWrite {
     tmp: PathBuf,
@@ -48,6 +49,11 @@ pub struct PreparedWrite {
 }
 
 impl PreparedWrite {
+    /// The temporary file that holds the new content until `commit`.
+    pub fn temp_path(&self) -> &Path {
+        &self.tmp
+    }
+
     pub fn commit(mut self) -> Result<()> {
         std::fs::rename(&self.tmp, &self.path).ctx(format!(
             "renaming {} to {}",
@@ -109,6 +115,29 @@ pub fn prepare_atomic(path: &Path, data: &[u8], mode: u32, sync: bool) -> Result
         .ctx(format!("chmod {}", prepared.tmp.display()))?;
     drop(file);
     Ok(prepared)
+}
+
+/// Puts the content of a few files on disk without flushing the rest of their file system
+/// (a syncfs also writes every unrelated dirty page: with 512 MiB of a running container's
+/// writes pending, creating a container took 1.8 s instead of 4 ms). Writeback of all of
+/// them starts first, so that on a journaling file system one commit covers them; then each
+/// is fdatasync'ed.
+pub fn flush_files(paths: &[&Path]) -> Result<()> {
+    let files = paths
+        .iter()
+        .map(|p| std::fs::File::open(p).ctx(format!("opening {} to flush it", p.display())))
+        .collect::<Result<Vec<_>>>()?;
+    for file in &files {
+        // Only a head start: an error here shows again in the fdatasync below.
+        unsafe {
+            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    for (file, path) in files.iter().zip(paths) {
+        file.sync_data()
+            .ctx(format!("flushing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// File name of a big-data item (§2.2): keys of [a-z0-9.] as they are, others `=` + base64.

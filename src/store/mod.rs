@@ -130,6 +130,12 @@ struct PendingSave {
     write: files::PreparedWrite,
 }
 
+impl PendingSave {
+    fn temp_path(&self) -> &Path {
+        self.write.temp_path()
+    }
+}
+
 struct State {
     layers: JsonFile<LayerRecord>,
     mounts: JsonFile<MountRecord>,
@@ -1111,18 +1117,29 @@ impl Store {
             l.set_incomplete(false);
         }
         st.containers.records.push(c.clone());
-        // The layer's link and lower files and both records are written first, then made
-        // durable by one syncfs before either record is renamed into place: the layer is
-        // complete on disk before its record says so, and the record before the container
-        // that names it (one journal commit where an fdatasync per file and a syncfs took three).
+        // The layer's files and both records are written first, then made durable together
+        // before either record is renamed into place: the layer is complete on disk before its
+        // record says so, and the record before the container that names it (one journal
+        // commit where an fdatasync per file took three).
         let saved = (|| -> Result<()> {
             let layers = st.layers.prepare_save(&lg, false)?;
             let containers = st.containers.prepare_save(&cg, false)?;
-            self.sync_file_systems(&[
-                &self.driver.layer_dir(&layer_id),
-                &self.layers_dir(),
-                &self.containers_dir(),
-            ])?;
+            if self.config.sync {
+                match self.driver.empty_layer_files(&layer_id) {
+                    Some(mut paths) => {
+                        paths.push(layers.temp_path().to_path_buf());
+                        paths.push(containers.temp_path().to_path_buf());
+                        files::flush_files(
+                            &paths.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+                        )?;
+                    }
+                    None => self.sync_file_systems(&[
+                        &self.driver.layer_dir(&layer_id),
+                        &self.layers_dir(),
+                        &self.containers_dir(),
+                    ])?,
+                }
+            }
             st.layers.finish_save(layers)?;
             st.containers.finish_save(containers)
         })();
@@ -1325,8 +1342,9 @@ impl Store {
         }
         st.containers.records.retain(|x| x.id != c.id);
         // The container record goes, and its layer is marked incomplete, in one flush: both
-        // files are written, one syncfs, then renamed in that order (a crash in between leaves
-        // an unreferenced layer, as the two saves in a row did).
+        // files are written, flushed together, then renamed in that order (a crash in between
+        // leaves an unreferenced layer, as the two saves in a row did). Not a syncfs: that
+        // would also write back everything the container wrote, just before it is deleted.
         let layer_known = match st.layers.records.iter_mut().find(|l| l.id == c.layer) {
             Some(rec) => {
                 rec.set_incomplete(true);
@@ -1340,7 +1358,11 @@ impl Store {
         } else {
             None
         };
-        self.sync_file_systems(&[&self.layers_dir(), &self.containers_dir()])?;
+        if self.config.sync {
+            let mut paths = vec![containers.temp_path()];
+            paths.extend(layers.as_ref().map(PendingSave::temp_path));
+            files::flush_files(&paths)?;
+        }
         st.containers.finish_save(containers)?;
         drop(cg);
         if let Some(layers) = layers {
