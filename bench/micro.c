@@ -1,7 +1,7 @@
 /*
  * micro: times cimage's small operations as in-process calls of the C API.
  *
- *     micro ROOT RUNROOT REFERENCE ITERATIONS [nosync]
+ *     micro ROOT RUNROOT REFERENCE ITERATIONS [nosync | dirty=MIB]
  *
  * Opens the store at ROOT/RUNROOT (overlay), pulls REFERENCE once (plain HTTP) so the image is
  * present, then for ITERATIONS rounds times:
@@ -14,6 +14,9 @@
  *                       here); not with nosync
  * and prints one line per measurement: "NAME SECONDS". Exit status 1 on the first failure.
  * With "nosync" the store is opened with durable writes off (cimage_store_options_set_sync).
+ * With "dirty=MIB" only the container cycle is timed, each time with MIB MiB of unrelated
+ * data written to a file beside the store and not yet on disk (as a running container's
+ * writes would be): what a durable step's flush costs on a busy file system.
  */
 #define _GNU_SOURCE /* syncfs */
 
@@ -140,13 +143,38 @@ static int flushes(const char *dir)
     return 0;
 }
 
+/* Writes MIB MiB to PATH without flushing them (dirty pages for the next flush to write). */
+static int write_dirty(const char *path, long mib)
+{
+    static char block[1 << 20];
+    for (size_t i = 0; i < sizeof block; i++)
+        block[i] = (char)(i * 2654435761u >> 13); /* not zeros: nothing may skip them */
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        perror("micro: dirty data");
+        return 1;
+    }
+    for (long i = 0; i < mib; i++) {
+        if (write(fd, block, sizeof block) != (ssize_t)sizeof block) {
+            perror("micro: dirty data");
+            close(fd);
+            return 1;
+        }
+    }
+    close(fd);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 5 && !(argc == 6 && strcmp(argv[5], "nosync") == 0)) {
-        fputs("usage: micro ROOT RUNROOT REFERENCE ITERATIONS [nosync]\n", stderr);
+    long dirty_mib = 0;
+    if (argc == 6 && strncmp(argv[5], "dirty=", 6) == 0)
+        dirty_mib = atol(argv[5] + 6);
+    if (argc != 5 && !(argc == 6 && (strcmp(argv[5], "nosync") == 0 || dirty_mib > 0))) {
+        fputs("usage: micro ROOT RUNROOT REFERENCE ITERATIONS [nosync | dirty=MIB]\n", stderr);
         return 2;
     }
-    sync_writes = argc == 5;
+    sync_writes = argc == 5 || dirty_mib > 0;
     const char *root = argv[1], *run_root = argv[2], *ref = argv[3];
     int iterations = atoi(argv[4]);
     cimage_error *err = NULL;
@@ -160,6 +188,18 @@ int main(int argc, char **argv)
         return fail("first pull", s, err);
     }
     int rc = 0;
+    if (dirty_mib > 0) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/micro-dirty-data", root);
+        for (int i = 0; i < iterations && rc == 0; i++) {
+            rc = write_dirty(path, dirty_mib);
+            if (rc == 0)
+                rc = cycle(store, ref);
+            unlink(path);
+        }
+        cimage_store_free(store);
+        return rc;
+    }
     for (int i = 0; i < iterations && rc == 0; i++) {
         cimage_store *other = NULL;
         double t0 = now();
