@@ -185,6 +185,25 @@ mod tests {
     }
 
     #[test]
+    fn flush_files_keeps_content_and_names_what_it_cannot_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = prepare_atomic(&dir.path().join("a.json"), b"[1]", 0o600, false).unwrap();
+        let b = prepare_atomic(&dir.path().join("b.json"), b"[2]", 0o644, false).unwrap();
+        flush_files(&[a.temp_path(), b.temp_path()]).unwrap();
+        assert_eq!(std::fs::read(a.temp_path()).unwrap(), b"[1]");
+        a.commit().unwrap();
+        b.commit().unwrap();
+        assert_eq!(std::fs::read(dir.path().join("b.json")).unwrap(), b"[2]");
+
+        let missing = dir.path().join("gone.json");
+        let err = flush_files(&[&dir.path().join("a.json"), &missing]).unwrap_err();
+        assert!(
+            err.to_string().contains(&missing.display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn prepared_write_commits_or_cleans_up() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.json");
