@@ -107,7 +107,8 @@ impl<T: Serialize + DeserializeOwned> JsonFile<T> {
     }
 
     /// A save in two halves: the token and the temporary file now, the rename in `finish_save`
-    /// (so that several files can be flushed together in between: `files::flush_files` or a syncfs).
+    /// (so that several files can be flushed together in between: `files::flush_files`, or a
+    /// syncfs).
     fn prepare_save(&mut self, guard: &LockGuard, sync: bool) -> Result<PendingSave> {
         let token = guard.write_token()?;
         let data = to_go_json(&self.records)
