@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -124,6 +124,16 @@ fn churner(store: &Store, proxy_ref: &str, name: &str, stop: &AtomicBool) -> usi
     rounds
 }
 
+/// The container ID of podman's "determining buildah container for container ID: container
+/// not known", the error of a container deleted while `podman ps --external` listed it.
+fn vanished_container(stderr: &str) -> Option<String> {
+    let rest = stderr
+        .split("determining buildah container for container ")
+        .nth(1)?;
+    let (id, why) = rest.split_once(':')?;
+    (why.trim_start().starts_with("container not known") && id.len() == 64).then(|| id.to_string())
+}
+
 fn names_of(v: &Value) -> BTreeSet<String> {
     v.as_array()
         .unwrap()
@@ -153,11 +163,17 @@ fn concurrent_workers_and_podman_readers() {
     // podman looks records up under separate lock acquisitions, so an image deleted between
     // two of them makes that one `podman images` fail with "layer not known" — with podman's
     // own `rmi` just the same. Tolerated only for the image the churner deletes.
+    // Likewise podman 4.3's `ps --external` lists the containers, then looks each one up
+    // again: a container deleted in between fails the whole listing ("determining buildah
+    // container for container ID: container not known"). Tolerated only for containers that
+    // are gone at the end, checked below (a kept container must never be unknown).
     let churn_id = fx.id(churn_image);
     let transient = Arc::new(AtomicUsize::new(0));
+    let vanished = Arc::new(Mutex::new(Vec::<String>::new()));
     let reader = {
         let (store, stop, runs) = (store.clone(), stop.clone(), podman_runs.clone());
-        let (churn_id, transient) = (churn_id.clone(), transient.clone());
+        let (churn_id, transient, vanished) =
+            (churn_id.clone(), transient.clone(), vanished.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
                 for args in [
@@ -168,6 +184,11 @@ fn concurrent_workers_and_podman_readers() {
                     cmd.args(args);
                     let r = bounded(cmd, "podman reader");
                     if !r.ok() && r.stderr.contains(&churn_id) && r.stderr.contains("not known") {
+                        transient.fetch_add(1, Ordering::SeqCst);
+                        continue;
+                    }
+                    if let Some(id) = vanished_container(&r.stderr) {
+                        vanished.lock().unwrap().push(id);
                         transient.fetch_add(1, Ordering::SeqCst);
                         continue;
                     }
@@ -213,6 +234,16 @@ fn concurrent_workers_and_podman_readers() {
     // No container lost, none left over.
     let containers = store.json(&["containers"]);
     assert_eq!(names_of(&containers), expected, "containers after the run");
+    for id in vanished.lock().unwrap().iter() {
+        assert!(
+            !containers
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| str_of(&c["id"]) == *id),
+            "podman called container {id} unknown, yet it is still in the store"
+        );
+    }
     // Consistent, for us and for podman.
     let r = store.cmd(&["--json", "check"]);
     assert_eq!(r.status, 0, "check: {}", r.stdout);
@@ -253,11 +284,24 @@ fn concurrent_workers_and_podman_readers() {
     }
     eprintln!(
         "stress: {} workers x {ITERATIONS} iterations + churner ({churn_rounds} rounds) in {elapsed:.1?}; \
-         podman ran {} times meanwhile ({} failed on the image being deleted); {} containers \
-         kept, all present",
+         podman ran {} times meanwhile ({} failed on an image or container being deleted); {} \
+         containers kept, all present",
         IMAGES.len(),
         podman_runs.load(Ordering::SeqCst),
         transient.load(Ordering::SeqCst),
         expected.len()
     );
+}
+
+#[test]
+fn vanished_container_reads_podmans_message() {
+    let id = "bd29fe41588fb92edb7302ad56e12db1e567c7fded57e776f29d36db6a23c3e1";
+    // As podman 4.3 printed it in a CI run.
+    let msg =
+        format!("Error: determining buildah container for container {id}: container not known\n");
+    assert_eq!(vanished_container(&msg).as_deref(), Some(id));
+    let other =
+        format!("Error: determining buildah container for container {id}: permission denied\n");
+    assert_eq!(vanished_container(&other), None);
+    assert_eq!(vanished_container("Error: layer not known"), None);
 }
