@@ -122,10 +122,13 @@ pub fn prepare_atomic(path: &Path, data: &[u8], mode: u32, sync: bool) -> Result
 /// writes pending, creating a container took 1.8 s instead of 4 ms). Writeback of all of
 /// them starts first, so that on a journaling file system one commit covers them; then each
 /// is fdatasync'ed.
-pub fn flush_files(paths: &[&Path]) -> Result<()> {
+pub fn flush_files<P: AsRef<Path>>(paths: &[P]) -> Result<()> {
     let files = paths
         .iter()
-        .map(|p| std::fs::File::open(p).ctx(format!("opening {} to flush it", p.display())))
+        .map(|p| {
+            let p = p.as_ref();
+            std::fs::File::open(p).ctx(format!("opening {} to flush it", p.display()))
+        })
         .collect::<Result<Vec<_>>>()?;
     for file in &files {
         // Only a head start: an error here shows again in the fdatasync below.
@@ -135,7 +138,7 @@ pub fn flush_files(paths: &[&Path]) -> Result<()> {
     }
     for (file, path) in files.iter().zip(paths) {
         file.sync_data()
-            .ctx(format!("flushing {}", path.display()))?;
+            .ctx(format!("flushing {}", path.as_ref().display()))?;
     }
     Ok(())
 }

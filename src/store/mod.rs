@@ -1130,9 +1130,7 @@ impl Store {
                     Some(mut paths) => {
                         paths.push(layers.temp_path().to_path_buf());
                         paths.push(containers.temp_path().to_path_buf());
-                        files::flush_files(
-                            &paths.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
-                        )?;
+                        files::flush_files(&paths)?;
                     }
                     None => self.sync_file_systems(&[
                         &self.driver.layer_dir(&layer_id),
