@@ -203,15 +203,32 @@ impl Overlay {
         if mountinfo::is_mount_point(&self.merged_dir(id)) {
             let _ = nix::mount::umount2(&self.merged_dir(id), nix::mount::MntFlags::MNT_DETACH);
         }
-        if let Ok(name) = self.read_link_name(id) {
-            if !name.is_empty() && !name.contains('/') {
+        match self.read_link_name(id) {
+            Ok(name) if !name.is_empty() && !name.contains('/') => {
                 let _ = std::fs::remove_file(self.home.join("l").join(name));
             }
+            // containers/storage creates the short link before it writes `link`: a writer killed
+            // in between leaves a link that only its target names.
+            _ => self.remove_links_to(id),
         }
         match std::fs::symlink_metadata(&dir) {
             Ok(_) => crate::unpack::remove_tree(&dir),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(e, format!("removing {}", dir.display()))),
+        }
+    }
+
+    /// Removes the short links in l/ that point at `id`'s diff (a scan of l/, for the rare layer
+    /// whose `link` file is missing).
+    fn remove_links_to(&self, id: &str) {
+        let target = PathBuf::from(format!("../{id}/diff"));
+        let Ok(entries) = std::fs::read_dir(self.home.join("l")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if std::fs::read_link(entry.path()).is_ok_and(|t| t == target) {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
     }
 
@@ -565,5 +582,27 @@ mod tests {
         o.remove_layer(&c).unwrap();
         assert!(!o.layer_home(&c).exists());
         assert_eq!(std::fs::read_dir(o.home.join("l")).unwrap().count(), 2);
+    }
+
+    /// containers/storage writes the short link before the `link` file; a layer it left between
+    /// the two still loses its link on removal, and no other layer's.
+    #[test]
+    fn removal_finds_the_short_link_without_a_link_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Overlay::init(dir.path(), &[]).unwrap();
+        let (kept, torn) = ("a".repeat(64), "b".repeat(64));
+        o.create_layer(&kept, None, LayerContent::Empty).unwrap();
+        std::fs::create_dir_all(o.diff_dir(&torn)).unwrap();
+        symlink(format!("../{torn}/diff"), o.home.join("l").join("TORNLINK")).unwrap();
+        o.remove_layer(&torn).unwrap();
+        assert!(!o.layer_home(&torn).exists());
+        let left: Vec<_> = std::fs::read_dir(o.home.join("l"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from(o.read_link_name(&kept).unwrap())]
+        );
     }
 }
