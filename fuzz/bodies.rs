@@ -5,9 +5,12 @@
 // error, never a panic, and the layer target also checks that what was applied reassembles to
 // the exact input.
 
+/// A fuzz target: its name and the function fed each input.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// All the targets, by name.
 #[allow(dead_code)]
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[Target] = &[
     ("reference", fuzz_reference),
     ("manifest", fuzz_manifest),
     ("storage_conf", fuzz_storage_conf),

@@ -86,7 +86,7 @@ fn bad_input_gets_statuses_never_crashes() {
         "only {checks} checks reported:\n{}",
         r.stdout
     );
-    for m in mounts_under(scratch.path()) {
+    if let Some(m) = mounts_under(scratch.path()).first() {
         panic!("bad_input left a mount behind: {}", m.mount_point.display());
     }
 }

@@ -92,7 +92,7 @@ fn every_name_in_the_header_carries_the_prefix() {
     let text = std::fs::read_to_string(repo().join("include/cimage.h")).unwrap();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("#define ") {
-            let name = rest.split(|c: char| c == ' ' || c == '(').next().unwrap();
+            let name = rest.split([' ', '(']).next().unwrap();
             assert!(
                 name.starts_with("CIMAGE_"),
                 "macro without the CIMAGE_ prefix: {line}"

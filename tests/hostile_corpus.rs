@@ -18,6 +18,7 @@
 //!   /etc/passwd keep content, mode and link count;
 //! * leave the store consistent: `cimagectl check` clean, no layer or image added by a failed
 //!   pull, no request whose path holds a bogus digest.
+//!
 //! Cases expected to succeed are checked for what they promise (devices inside the layer,
 //! non-UTF-8 names kept, only user.* xattrs applied).
 
@@ -236,7 +237,7 @@ fn run_measured(mut cmd: Command, limit: Duration) -> Outcome {
             .lines()
             .filter_map(|l| l.strip_prefix("cimagectl: "))
             .filter_map(|l| l.split(':').next())
-            .last()
+            .next_back()
             .unwrap_or("?")
             .to_string()
     };

@@ -539,6 +539,8 @@ fn cimagectl_peak_rss(store: &Store, args: &[&str]) -> (i32, i64, String, Durati
     // Built (on first use) before the clock starts.
     let mut command = store.command(args);
     let started = Instant::now();
+    // Reaped by the wait4 below, which also gives the peak RSS that Child::wait does not.
+    #[allow(clippy::zombie_processes)]
     let mut child = command
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

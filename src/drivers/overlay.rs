@@ -385,6 +385,8 @@ fn split_mount_options(options: &[String]) -> (nix::mount::MsFlags, Vec<String>)
 /// Name of the file system type a path is on, as containers/storage reports it.
 pub fn backing_fs_name(path: &Path) -> String {
     let magic = match nix::sys::statfs::statfs(path) {
+        // i64 on 64-bit Linux, another width elsewhere.
+        #[allow(clippy::unnecessary_cast)]
         Ok(s) => s.filesystem_type().0 as i64,
         Err(_) => return "<unknown>".into(),
     };

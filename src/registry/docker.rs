@@ -412,6 +412,15 @@ fn check_length(content_length: Option<u64>, size: u64, digest: &str) -> Result<
     }
 }
 
+/// The digest a registry announces for what it sends (Docker-Content-Digest), if any.
+fn content_digest(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,13 +438,4 @@ mod tests {
             Status::DigestMismatch
         );
     }
-}
-
-/// The digest a registry announces for what it sends (Docker-Content-Digest), if any.
-fn content_digest(response: &reqwest::Response) -> Option<String> {
-    response
-        .headers()
-        .get("docker-content-digest")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_string())
 }

@@ -170,6 +170,30 @@ pub fn create_dir_all_mode(path: &Path, mode: u32) -> Result<()> {
         .ctx(format!("creating {}", path.display()))
 }
 
+impl LockFile {
+    /// Takes the lock exclusively if nobody holds it; None if someone does.
+    pub fn try_lock_exclusive(&self) -> Result<Option<LockGuard>> {
+        let file = self.open()?;
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_WRLCK as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        // SAFETY: valid descriptor and struct flock.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+        if rc == 0 {
+            return Ok(Some(LockGuard {
+                file,
+                exclusive: true,
+                path: self.path.clone(),
+            }));
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(None),
+            _ => Err(Error::io(err, format!("locking {}", self.path.display()))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,29 +272,5 @@ mod tests {
             "OFD lock did not wait for the POSIX lock"
         );
         child.wait().unwrap();
-    }
-}
-
-impl LockFile {
-    /// Takes the lock exclusively if nobody holds it; None if someone does.
-    pub fn try_lock_exclusive(&self) -> Result<Option<LockGuard>> {
-        let file = self.open()?;
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = libc::F_WRLCK as libc::c_short;
-        fl.l_whence = libc::SEEK_SET as libc::c_short;
-        // SAFETY: valid descriptor and struct flock.
-        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
-        if rc == 0 {
-            return Ok(Some(LockGuard {
-                file,
-                exclusive: true,
-                path: self.path.clone(),
-            }));
-        }
-        let err = std::io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(None),
-            _ => Err(Error::io(err, format!("locking {}", self.path.display()))),
-        }
     }
 }

@@ -1624,6 +1624,13 @@ fn find_container<'a>(containers: &'a [ContainerRecord], key: &str) -> Result<&'
     )
 }
 
+/// The name a short or bare reference is stored under ("alpine" → docker.io/library/alpine:latest).
+fn normalize_image_name(key: &str) -> Option<String> {
+    crate::registry::parse_reference(key)
+        .ok()
+        .map(|r| r.storage_name())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1691,11 +1698,4 @@ mod tests {
             Status::InvalidArgument
         );
     }
-}
-
-/// The name a short or bare reference is stored under ("alpine" → docker.io/library/alpine:latest).
-fn normalize_image_name(key: &str) -> Option<String> {
-    crate::registry::parse_reference(key)
-        .ok()
-        .map(|r| r.storage_name())
 }

@@ -165,14 +165,16 @@ pub struct Request {
 /// repository → tag or digest → (media type, manifest)
 type Manifests = HashMap<String, HashMap<String, (String, Vec<u8>)>>;
 
+/// repository → tag → size of a huge manifest streamed on the fly, and how it is framed
+type HugeManifests = HashMap<String, HashMap<String, (u64, Framing)>>;
+
 #[derive(Default)]
 struct State {
     manifests: Mutex<Manifests>,
     /// repository → tags, sorted
     tags: Mutex<HashMap<String, Vec<String>>>,
     blobs: Mutex<HashMap<String, Arc<Vec<u8>>>>,
-    /// repository → tag → size of a huge manifest streamed on the fly, and how it is framed
-    huge: Mutex<HashMap<String, HashMap<String, (u64, Framing)>>>,
+    huge: Mutex<HugeManifests>,
     rules: Mutex<Vec<Rule>>,
     log: Mutex<Vec<Request>>,
     /// false: a Range header is ignored (200 with the whole body), as some servers do.

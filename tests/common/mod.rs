@@ -6,6 +6,7 @@
 //! * `registry()`: Debian's docker-registry on a free loopback port with every fixture pushed;
 //! * `cimagectl()`: the library (`$CARGO build --lib`) and c-examples/cimagectl.c compiled
 //!   against it.
+//!
 //! The registry dies with the test process (PR_SET_PDEATHSIG) and the work directory is removed
 //! at exit.
 //!
@@ -740,7 +741,7 @@ pub fn cimagectl() -> &'static Path {
 pub fn soname(lib: &Path) -> Option<String> {
     if let Ok(out) = Command::new("readelf").arg("-d").arg(lib).output() {
         let text = String::from_utf8_lossy(&out.stdout);
-        for line in text.lines().filter(|l| l.contains("(SONAME)")) {
+        if let Some(line) = text.lines().find(|l| l.contains("(SONAME)")) {
             let start = line.find('[')? + 1;
             let end = line.rfind(']')?;
             return Some(line[start..end].to_string());
