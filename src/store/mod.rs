@@ -991,19 +991,15 @@ impl Store {
                 ..Default::default()
             },
         };
-        let mut wrote = false;
+        let mut written = Vec::new();
         for item in &new.big_data {
             if rec.big_data_names.contains(&item.key) {
                 continue;
             }
-            // Not synced one by one: one syncfs below, before the record that names them.
-            write_atomic(
-                &dir.join(files::big_data_file_name(&item.key)),
-                &item.data,
-                0o600,
-                false,
-            )?;
-            wrote = true;
+            // Not synced one by one: flushed together below, before the record that names them.
+            let path = dir.join(files::big_data_file_name(&item.key));
+            write_atomic(&path, &item.data, 0o600, false)?;
+            written.push(path);
             rec.big_data_names.push(item.key.clone());
             rec.big_data_sizes
                 .insert(item.key.clone(), item.data.len() as i64);
@@ -1020,8 +1016,11 @@ impl Store {
             rec.names_history.retain(|n| n != name);
             rec.names_history.insert(0, name.clone());
         }
-        if wrote && self.config.sync {
-            self.sync_fs(&dir)?;
+        // Just these files, not a syncfs: an image whose layers are all present (a new tag, a
+        // second manifest for the same layers) would otherwise wait for every unrelated dirty
+        // page on the file system.
+        if self.config.sync {
+            files::flush_files(&written)?;
         }
         match existing {
             Some(pos) => st.images.records[pos] = rec.clone(),
