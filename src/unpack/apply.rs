@@ -6,6 +6,7 @@ use super::fsops::{self, cstr, errno};
 use super::limits::{BudgetReader, NameSet};
 use super::tarfmt::{self, Header, Stream, Time, BLOCK};
 use super::tarsplit::TarSplitWriter;
+use super::writers::FileWriters;
 use super::{ApplyOptions, LayerStats, WhiteoutMode};
 use crate::error::{Error, Result, Status};
 use std::collections::BTreeSet;
@@ -15,6 +16,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
+use std::sync::Arc;
 
 /// Read buffer for the layer stream: large reads keep the decompressor and the kernel busy
 /// with few calls.
@@ -23,6 +25,13 @@ const STREAM_BUFFER: usize = 1 << 20;
 /// Most directory descriptors kept for reuse (intermediate levels are dropped first), so
 /// that deeply nested layers do not run out of descriptors.
 const MAX_CACHED_DIRS: usize = 32;
+
+/// Largest regular file handed to the file writers (its content is copied for them).
+const WRITER_MAX_FILE: u64 = 64 << 10;
+
+/// File-writer threads: two measured 1.6-1.75x faster than one at creating 50,000 small files
+/// on ext4 here, whether in the same directory or not (the directory lock is not the limit).
+const WRITERS: usize = 2;
 
 /// Memory for remembered directory times (path bytes) before they are applied early.
 const DIR_TIMES_FLUSH: usize = 32 << 20;
@@ -45,6 +54,7 @@ fn io_entry(name: &[u8], what: &str, err: std::io::Error) -> Error {
 }
 
 /// A tar entry with its PAX and GNU extensions merged in.
+#[derive(Clone)]
 struct Entry {
     kind: u8,
     name: Vec<u8>,
@@ -199,7 +209,8 @@ fn base_is_whiteout(name: &[u8]) -> bool {
 
 struct CachedDir {
     depth: usize,
-    fd: OwnedFd,
+    /// Shared with the file writers creating files in it.
+    fd: Arc<OwnedFd>,
     /// The gid new objects get in this directory (its gid when setgid, else ours); None
     /// until needed.
     creation_gid: Option<u32>,
@@ -208,7 +219,7 @@ struct CachedDir {
 /// The file-system side of layer application.
 struct Applier<'o> {
     opts: &'o ApplyOptions,
-    root: OwnedFd,
+    root: Arc<OwnedFd>,
     root_creation_gid: Option<u32>,
     /// Descriptors of the current parent directory and of some of its ancestors; tar
     /// streams list a directory's children together, so most entries reuse the last one.
@@ -226,6 +237,11 @@ struct Applier<'o> {
     /// ACL can apply), so that a regular file whose mode the umask leaves alone is created with
     /// it and needs no fchmod (one system call per file, 5% of a small-files pull on ext4).
     exact_creation_umask: Option<u32>,
+    /// Whether small new files may be created by `writers` (overlay layers applied onto an
+    /// empty directory, where a path exists only if this layer created it: `written` says).
+    offload: bool,
+    /// Started on the first file handed over, so from the applying thread (credentials).
+    writers: Option<FileWriters>,
 }
 
 impl<'o> Applier<'o> {
@@ -236,9 +252,12 @@ impl<'o> Applier<'o> {
             .map_err(|e| {
                 Error::from(e).context(format!("opening layer directory {}", dest.display()))
             })?;
+        let offload = opts.whiteouts == WhiteoutMode::Overlay
+            && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
+            && fsops::read_dir(root.as_raw_fd()).is_ok_and(|names| names.is_empty());
         Ok(Applier {
             opts,
-            root,
+            root: Arc::new(root),
             root_creation_gid: None,
             cached_path: Vec::new(),
             cached_dirs: Vec::new(),
@@ -246,12 +265,15 @@ impl<'o> Applier<'o> {
             egid: unsafe { libc::getegid() },
             written: match opts.whiteouts {
                 WhiteoutMode::Delete => Some(NameSet::new()),
+                WhiteoutMode::Overlay if offload => Some(NameSet::new()),
                 WhiteoutMode::Overlay => None,
             },
             dir_times: Vec::new(),
             dir_times_bytes: 0,
             root_times: None,
             exact_creation_umask: None,
+            offload,
+            writers: None,
         }
         .with_creation_umask())
     }
@@ -350,7 +372,7 @@ impl<'o> Applier<'o> {
                     .extend(comps[depth..].iter().map(|c| c.to_vec()));
                 self.push_cached(CachedDir {
                     depth: comps.len(),
-                    fd,
+                    fd: Arc::new(fd),
                     creation_gid: None,
                 });
                 return Ok(Some(self.top_fd()));
@@ -359,6 +381,7 @@ impl<'o> Applier<'o> {
             // what is missing and says precisely what is wrong.
         }
 
+        let mut waited = false;
         while depth < comps.len() {
             let comp = comps[depth];
             let name = cstr(comp).map_err(|e| io_entry(entry, "path", e))?;
@@ -368,6 +391,16 @@ impl<'o> Applier<'o> {
                 Err(e) if errno(&e) == libc::ENOENT => {
                     if !create {
                         return Ok(None);
+                    }
+                    if !waited
+                        && self.writers.is_some()
+                        && self.was_written(&join(&comps[..=depth]))
+                    {
+                        // A file writer may be creating this very path: look again once it
+                        // is done (then it is a file, and the entry is refused).
+                        self.wait_for_writers()?;
+                        waited = true;
+                        continue;
                     }
                     match fsops::mkdirat(parent, &name, 0o755) {
                         Ok(()) => {
@@ -387,7 +420,7 @@ impl<'o> Applier<'o> {
             depth += 1;
             self.push_cached(CachedDir {
                 depth,
-                fd,
+                fd: Arc::new(fd),
                 creation_gid: None,
             });
         }
@@ -421,6 +454,21 @@ impl<'o> Applier<'o> {
         if self.cached_dirs.len() > MAX_CACHED_DIRS {
             // Any level but the last may go: a later lookup starts from a shallower one.
             self.cached_dirs.remove(self.cached_dirs.len() - 2);
+        }
+    }
+
+    /// The directory last resolved, to share with a file writer.
+    fn top_dir(&self) -> Arc<OwnedFd> {
+        self.cached_dirs
+            .last()
+            .map_or_else(|| self.root.clone(), |d| d.fd.clone())
+    }
+
+    /// Waits for the files handed to the writers; before anything that could see or touch one.
+    fn wait_for_writers(&mut self) -> Result<()> {
+        match self.writers.as_mut() {
+            Some(w) => w.wait_all(),
+            None => Ok(()),
         }
     }
 
@@ -477,18 +525,6 @@ impl<'o> Applier<'o> {
         }
     }
 
-    fn set_xattrs_fd(&self, fd: RawFd, e: &Entry) -> Result<()> {
-        for (name, value) in &e.xattrs {
-            match fsops::fsetxattr(fd, name, value) {
-                Err(err) if errno(&err) != libc::ENOTSUP => {
-                    return Err(io_entry(&e.name, &format!("setting xattr {name:?}"), err));
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
     fn set_xattrs_at(&self, parent: RawFd, name: &[u8], e: &Entry) -> Result<()> {
         if e.xattrs.is_empty() {
             return Ok(());
@@ -502,31 +538,6 @@ impl<'o> Applier<'o> {
                 }
                 _ => {}
             }
-        }
-        Ok(())
-    }
-
-    /// Owner, xattrs, mode (after chown, which clears setuid bits and capabilities), times.
-    /// `mode_set`: the object was created with its final mode already.
-    fn finish_fd(
-        &self,
-        fd: RawFd,
-        e: &Entry,
-        owner_now: (u32, u32),
-        times: bool,
-        mode_set: bool,
-    ) -> Result<()> {
-        if owner_now != (e.uid, e.gid) {
-            fsops::fchown(fd, e.uid, e.gid)
-                .map_err(|err| io_entry(&e.name, "setting the owner", err))?;
-        }
-        self.set_xattrs_fd(fd, e)?;
-        if !mode_set {
-            fsops::fchmod(fd, e.mode).map_err(|err| io_entry(&e.name, "setting the mode", err))?;
-        }
-        if times {
-            fsops::futimens(fd, &e.times())
-                .map_err(|err| io_entry(&e.name, "setting times", err))?;
         }
         Ok(())
     }
@@ -547,6 +558,23 @@ impl<'o> Applier<'o> {
         let gid = self.creation_gid()?;
         let name = cstr(last).map_err(|err| io_entry(&e.name, "name", err))?;
         let (creation_mode, mode_at_creation) = self.file_creation_mode(e.mode);
+        let path = join(comps);
+        if self.was_written(&path) {
+            // A replacement: whatever this layer put there must be complete first.
+            self.wait_for_writers()?;
+        } else if self.offload && e.data_size <= WRITER_MAX_FILE && e.xattrs.is_empty() {
+            let mut content = Vec::with_capacity(e.data_size as usize);
+            copy_content(stream, e.data_size, Some(&mut content), crc, &e.name)?;
+            self.note_written(&path);
+            return self.hand_over(
+                e,
+                name,
+                content,
+                (self.euid, gid),
+                creation_mode,
+                mode_at_creation,
+            );
+        }
         let fd = self.create_replacing(parent, &name, &e.name, "creating the file", || {
             fsops::openat(
                 parent,
@@ -557,15 +585,56 @@ impl<'o> Applier<'o> {
         })?;
         let mut file = File::from(fd);
         copy_content(stream, e.data_size, Some(&mut file), crc, &e.name)?;
-        self.finish_fd(
+        finish_fd(
             file.as_raw_fd(),
             e,
             (self.euid, gid),
             true,
             mode_at_creation,
         )?;
-        self.note_written(&join(comps));
+        self.note_written(&path);
         Ok(())
+    }
+
+    /// Has a file writer create the new file `name` in the directory last resolved, which
+    /// holds nothing of that name (the layer started empty and did not write it).
+    fn hand_over(
+        &mut self,
+        e: &Entry,
+        name: CString,
+        content: Vec<u8>,
+        owner_now: (u32, u32),
+        creation_mode: libc::mode_t,
+        mode_set: bool,
+    ) -> Result<()> {
+        if self.writers.is_none() {
+            self.writers = FileWriters::start(WRITERS);
+            if self.writers.is_none() {
+                // No thread: create it here, and the next ones too.
+                self.offload = false;
+                let fd = fsops::openat(
+                    self.top_fd(),
+                    &name,
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+                    creation_mode,
+                )
+                .map_err(|err| io_entry(&e.name, "creating the file", err))?;
+                return write_new_file(fd, e, &content, owner_now, mode_set);
+            }
+        }
+        let parent = self.top_dir();
+        let entry = e.clone();
+        let job = Box::new(move || {
+            let fd = fsops::openat(
+                parent.as_raw_fd(),
+                &name,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+                creation_mode,
+            )
+            .map_err(|err| io_entry(&entry.name, "creating the file", err))?;
+            write_new_file(fd, &entry, &content, owner_now, mode_set)
+        });
+        self.writers.as_mut().expect("started above").submit(job)
     }
 
     fn directory(&mut self, e: &Entry, comps: &[&[u8]]) -> Result<()> {
@@ -604,7 +673,7 @@ impl<'o> Applier<'o> {
         }
         let fd = fsops::open_dir_read(parent, &name)
             .map_err(|err| io_entry(&e.name, "opening the directory", err))?;
-        self.finish_fd(fd.as_raw_fd(), e, owner_now, false, false)?;
+        finish_fd(fd.as_raw_fd(), e, owner_now, false, false)?;
         self.dir_times_bytes += path.len() + 64;
         self.dir_times.push((path.clone(), e.times()));
         if self.dir_times_bytes > DIR_TIMES_FLUSH {
@@ -620,7 +689,7 @@ impl<'o> Applier<'o> {
         self.cached_path.push(last.to_vec());
         self.push_cached(CachedDir {
             depth: comps.len(),
-            fd,
+            fd: Arc::new(fd),
             creation_gid: Some(creation_gid),
         });
         Ok(())
@@ -635,7 +704,7 @@ impl<'o> Applier<'o> {
         )
         .map_err(|err| io_entry(&e.name, "opening the layer root", err))?;
         let st = fsops::fstat(fd.as_raw_fd())?;
-        self.finish_fd(fd.as_raw_fd(), e, (st.st_uid, st.st_gid), false, false)?;
+        finish_fd(fd.as_raw_fd(), e, (st.st_uid, st.st_gid), false, false)?;
         self.root_times = Some(e.times());
         self.root_creation_gid = Some(if e.mode & libc::S_ISGID != 0 {
             e.gid
@@ -830,6 +899,7 @@ impl<'o> Applier<'o> {
             return Err(unsafe_entry(&e.name, "malformed whiteout name"));
         }
         let name = cstr(hidden).map_err(|err| io_entry(&e.name, "name", err))?;
+        self.wait_for_writers()?;
         match self.opts.whiteouts {
             WhiteoutMode::Overlay => {
                 let parent = self
@@ -858,6 +928,9 @@ impl<'o> Applier<'o> {
                     fsops::lchownat(parent, &name, e.uid, e.gid)
                         .map_err(|err| io_entry(&e.name, "setting the whiteout's owner", err))?;
                 }
+                let mut hidden_path = parent_comps.to_vec();
+                hidden_path.push(hidden);
+                self.note_written(&join(&hidden_path));
             }
             WhiteoutMode::Delete => {
                 if let Some(parent) = self.resolve_dir(parent_comps, false, &e.name)? {
@@ -871,6 +944,7 @@ impl<'o> Applier<'o> {
 
     /// `dir/.wh..wh..opq`: overlay → opaque xattr; vfs → delete what this layer did not write.
     fn opaque(&mut self, e: &Entry, dir_comps: &[&[u8]]) -> Result<()> {
+        self.wait_for_writers()?;
         let dir = self
             .resolve_dir(dir_comps, true, &e.name)?
             .unwrap_or(self.root.as_raw_fd());
@@ -944,6 +1018,7 @@ impl<'o> Applier<'o> {
 
     /// Directory times, set last because creating children changes them.
     fn finish(&mut self) -> Result<()> {
+        self.wait_for_writers()?;
         // Files were created with their final modes on the strength of the umask read at the
         // start: a caller's thread that changed it since (umask is process-wide) would leave
         // some of them with other modes, which must not pass as a good layer.
@@ -996,6 +1071,56 @@ impl<'o> Applier<'o> {
     }
 }
 
+/// Content, then owner, mode and times, of a file just created (by a file writer, or when
+/// none could be started).
+fn write_new_file(
+    fd: OwnedFd,
+    e: &Entry,
+    content: &[u8],
+    owner_now: (u32, u32),
+    mode_set: bool,
+) -> Result<()> {
+    let mut file = File::from(fd);
+    file.write_all(content)
+        .map_err(|err| io_entry(&e.name, "writing the file", err))?;
+    finish_fd(file.as_raw_fd(), e, owner_now, true, mode_set)
+}
+
+/// Owner, xattrs, mode (after chown, which clears setuid bits and capabilities), times.
+/// `mode_set`: the object was created with its final mode already.
+fn finish_fd(
+    fd: RawFd,
+    e: &Entry,
+    owner_now: (u32, u32),
+    times: bool,
+    mode_set: bool,
+) -> Result<()> {
+    if owner_now != (e.uid, e.gid) {
+        fsops::fchown(fd, e.uid, e.gid)
+            .map_err(|err| io_entry(&e.name, "setting the owner", err))?;
+    }
+    set_xattrs_fd(fd, e)?;
+    if !mode_set {
+        fsops::fchmod(fd, e.mode).map_err(|err| io_entry(&e.name, "setting the mode", err))?;
+    }
+    if times {
+        fsops::futimens(fd, &e.times()).map_err(|err| io_entry(&e.name, "setting times", err))?;
+    }
+    Ok(())
+}
+
+fn set_xattrs_fd(fd: RawFd, e: &Entry) -> Result<()> {
+    for (name, value) in &e.xattrs {
+        match fsops::fsetxattr(fd, name, value) {
+            Err(err) if errno(&err) != libc::ENOTSUP => {
+                return Err(io_entry(&e.name, &format!("setting xattr {name:?}"), err));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The process umask, from /proc (reading it with umask(2) would change it for a moment, for
 /// every thread of the caller's process). None when /proc does not say.
 fn current_umask() -> Option<u32> {
@@ -1008,7 +1133,7 @@ fn current_umask() -> Option<u32> {
 fn copy_content<R: Read>(
     stream: &mut Stream<R>,
     mut size: u64,
-    mut sink: Option<&mut File>,
+    mut sink: Option<&mut dyn Write>,
     crc: &mut Option<Crc64>,
     name: &[u8],
 ) -> Result<()> {
@@ -1310,6 +1435,16 @@ fn apply_entry<R: Read>(
         }
     }
     let comps = split_name(&e.name, "name").map_err(|why| unsafe_entry(&e.name, why))?;
+    // A file writer only creates paths this layer had not written. A new directory, symlink or
+    // node elsewhere cannot meet one; a hard link (to a file maybe still being written) or an
+    // entry replacing a written path waits for the writers. (Regular files and whiteouts see
+    // to it themselves.)
+    if applier.writers.is_some()
+        && e.kind != tarfmt::TYPE_REG
+        && (e.kind == tarfmt::TYPE_LINK || applier.was_written(&join(&comps)))
+    {
+        applier.wait_for_writers()?;
+    }
 
     // What the entry means: AUFS metadata (ignored), a whiteout, or a file-system object.
     if let Some((last, parent)) = comps.split_last() {

@@ -29,6 +29,7 @@ mod reassemble;
 mod tarfmt;
 mod tarsplit;
 mod tree;
+mod writers;
 
 #[cfg(test)]
 mod tests;

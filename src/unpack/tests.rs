@@ -1345,6 +1345,66 @@ fn hard_links_and_replacements_see_completed_writes() {
     );
 }
 
+/// Small new files are created by worker threads (apply.rs hands them over); whatever later
+/// entry takes the path of a file written just before (a whiteout, a directory, a symlink, a
+/// second version) must see it complete, and the result must be the one of applying in order.
+#[test]
+fn later_entries_replacing_a_just_written_file_apply_in_stream_order() {
+    require_root!(); // overlay whiteouts are 0/0 character devices
+    let e = env();
+    let mut t = TarW::default();
+    for (i, name) in ["gone", "dir", "link", "twice"].iter().enumerate() {
+        // Queued files ahead, so that the named one is likely still pending.
+        for j in 0..200 {
+            t.file(&format!("q{i}/f{j}"), b"queued\n", 0o644, 0, 0);
+        }
+        t.file(&format!("q{i}/{name}"), b"first\n", 0o644, 0, 0);
+    }
+    t.file("q0/.wh.gone", b"", 0o644, 0, 0);
+    t.dir("q1/dir/", 0o750, 0, 0);
+    t.file("q1/dir/inside", b"inside\n", 0o644, 0, 0);
+    t.symlink("q2/link", "elsewhere");
+    t.file("q3/twice", b"second\n", 0o600, 0, 0);
+    let tar = t.finish();
+    apply_layer(&tar[..], &e.dest, &ApplyOptions::default(), None).unwrap();
+    let gone = fs::symlink_metadata(e.dest.join("q0/gone")).unwrap();
+    assert!(gone.file_type().is_char_device() && gone.rdev() == 0);
+    let dir = fs::symlink_metadata(e.dest.join("q1/dir")).unwrap();
+    assert!(dir.is_dir());
+    assert_eq!(dir.mode() & 0o7777, 0o750);
+    assert_eq!(fs::read(e.dest.join("q1/dir/inside")).unwrap(), b"inside\n");
+    assert_eq!(
+        fs::read_link(e.dest.join("q2/link")).unwrap(),
+        PathBuf::from("elsewhere")
+    );
+    assert_eq!(fs::read(e.dest.join("q3/twice")).unwrap(), b"second\n");
+    let twice = fs::metadata(e.dest.join("q3/twice")).unwrap();
+    assert_eq!(twice.mode() & 0o7777, 0o600);
+    for i in 0..4 {
+        for j in 0..200 {
+            let p = e.dest.join(format!("q{i}/f{j}"));
+            assert_eq!(fs::read(&p).unwrap(), b"queued\n", "{}", p.display());
+        }
+    }
+}
+
+/// A file whose path is then used as a directory fails the layer whichever way the race
+/// between its writer and the next entry goes.
+#[test]
+fn a_path_below_a_just_written_file_is_refused() {
+    let e = env();
+    let mut t = TarW::default();
+    for j in 0..200 {
+        t.file(&format!("f{j}"), b"queued\n", 0o644, 0, 0);
+    }
+    t.file("plain", b"a file\n", 0o644, 0, 0);
+    t.file("plain/below", b"under a file\n", 0o644, 0, 0);
+    let tar = t.finish();
+    let err = apply_layer(&tar[..], &e.dest, &ApplyOptions::default(), None).unwrap_err();
+    assert!(err.message.contains("plain"), "{}", err.message);
+    assert!(!e.dest.join("plain/below").exists());
+}
+
 #[test]
 fn file_modes_are_exact_whether_set_at_creation_or_after() {
     // Under the usual umask 022, 0644/0755/0600/0444/0 are created with their mode; 0666,
