@@ -29,6 +29,10 @@ const MAX_CACHED_DIRS: usize = 32;
 /// Largest regular file handed to the file writers (its content is copied for them).
 const WRITER_MAX_FILE: u64 = 64 << 10;
 
+/// Paths remembered for the file writers' sake (about 34 bytes each); past this many the rest
+/// of the layer is written by the stream loop alone and the memory is freed.
+const WRITER_MAX_TRACKED: usize = 500_000;
+
 /// File-writer threads: two measured 1.6-1.75x faster than one at creating 50,000 small files
 /// on ext4 here, whether in the same directory or not (the directory lock is not the limit).
 const WRITERS: usize = 2;
@@ -559,6 +563,16 @@ impl<'o> Applier<'o> {
         let name = cstr(last).map_err(|err| io_entry(&e.name, "name", err))?;
         let (creation_mode, mode_at_creation) = self.file_creation_mode(e.mode);
         let path = join(comps);
+        if self.offload
+            && self
+                .written
+                .as_ref()
+                .is_some_and(|w| w.len() > WRITER_MAX_TRACKED)
+        {
+            self.wait_for_writers()?;
+            self.offload = false;
+            self.written = None; // offload implies overlay, which needs no record of its own
+        }
         if self.was_written(&path) {
             // A replacement: whatever this layer put there must be complete first.
             self.wait_for_writers()?;
@@ -696,6 +710,8 @@ impl<'o> Applier<'o> {
     }
 
     fn root_directory(&mut self, e: &Entry) -> Result<()> {
+        // Its owner and mode apply from here on, not to files still being created in it.
+        self.wait_for_writers()?;
         let fd = fsops::openat(
             self.root.as_raw_fd(),
             c".",
@@ -1438,7 +1454,7 @@ fn apply_entry<R: Read>(
     // A file writer only creates paths this layer had not written. A new directory, symlink or
     // node elsewhere cannot meet one; a hard link (to a file maybe still being written) or an
     // entry replacing a written path waits for the writers. (Regular files and whiteouts see
-    // to it themselves.)
+    // to it themselves, as do opaque markers and the layer root.)
     if applier.writers.is_some()
         && e.kind != tarfmt::TYPE_REG
         && (e.kind == tarfmt::TYPE_LINK || applier.was_written(&join(&comps)))

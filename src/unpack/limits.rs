@@ -116,6 +116,11 @@ impl NameSet {
     pub fn contains(&self, name: &[u8]) -> bool {
         self.set.contains(&self.key(name))
     }
+
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
 }
 
 impl Default for NameSet {

@@ -1282,8 +1282,8 @@ fn bench_50k_small_files() {
 }
 
 // ---------------------------------------------------------------------------------------
-// What later entries and errors see of a file written before them (also the contract for
-// any future hand-off of content writes to worker threads).
+// What later entries and errors see of a file written before them (the contract kept with
+// the writer threads of src/unpack/writers.rs).
 
 #[test]
 fn hard_links_and_replacements_see_completed_writes() {
@@ -1444,7 +1444,7 @@ fn a_full_disk_during_queued_writes_is_no_space_with_the_entry_name() {
         return;
     }
     let mut t = TarW::default();
-    let block = vec![b'x'; 64 << 10]; // queued (under MAX_QUEUED_FILE)
+    let block = vec![b'x'; 64 << 10]; // handed to the file writers (up to WRITER_MAX_FILE)
     for i in 0..40 {
         t.file(&format!("f{i:02}"), &block, 0o644, 0, 0);
     }
