@@ -580,14 +580,14 @@ impl<'o> Applier<'o> {
             let mut content = Vec::with_capacity(e.data_size as usize);
             copy_content(stream, e.data_size, Some(&mut content), crc, &e.name)?;
             self.note_written(&path);
-            return self.hand_over(
-                e,
+            let new = NewFile {
                 name,
                 content,
-                (self.euid, gid),
+                owner_now: (self.euid, gid),
                 creation_mode,
-                mode_at_creation,
-            );
+                mode_set: mode_at_creation,
+            };
+            return self.hand_over(e, new);
         }
         let fd = self.create_replacing(parent, &name, &e.name, "creating the file", || {
             fsops::openat(
@@ -610,44 +610,20 @@ impl<'o> Applier<'o> {
         Ok(())
     }
 
-    /// Has a file writer create the new file `name` in the directory last resolved, which
-    /// holds nothing of that name (the layer started empty and did not write it).
-    fn hand_over(
-        &mut self,
-        e: &Entry,
-        name: CString,
-        content: Vec<u8>,
-        owner_now: (u32, u32),
-        creation_mode: libc::mode_t,
-        mode_set: bool,
-    ) -> Result<()> {
+    /// Has a file writer create `new` in the directory last resolved, which holds nothing of
+    /// its name (the layer started empty and did not write it).
+    fn hand_over(&mut self, e: &Entry, new: NewFile) -> Result<()> {
         if self.writers.is_none() {
             self.writers = FileWriters::start(WRITERS);
             if self.writers.is_none() {
                 // No thread: create it here, and the next ones too.
                 self.offload = false;
-                let fd = fsops::openat(
-                    self.top_fd(),
-                    &name,
-                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
-                    creation_mode,
-                )
-                .map_err(|err| io_entry(&e.name, "creating the file", err))?;
-                return write_new_file(fd, e, &content, owner_now, mode_set);
+                return new.create(self.top_fd(), e);
             }
         }
         let parent = self.top_dir();
         let entry = e.clone();
-        let job = Box::new(move || {
-            let fd = fsops::openat(
-                parent.as_raw_fd(),
-                &name,
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
-                creation_mode,
-            )
-            .map_err(|err| io_entry(&entry.name, "creating the file", err))?;
-            write_new_file(fd, &entry, &content, owner_now, mode_set)
-        });
+        let job = Box::new(move || new.create(parent.as_raw_fd(), &entry));
         self.writers.as_mut().expect("started above").submit(job)
     }
 
@@ -1087,19 +1063,32 @@ impl<'o> Applier<'o> {
     }
 }
 
-/// Content, then owner, mode and times, of a file just created (by a file writer, or when
-/// none could be started).
-fn write_new_file(
-    fd: OwnedFd,
-    e: &Entry,
-    content: &[u8],
+/// A small regular file for a file writer (or for the stream loop when none could start).
+struct NewFile {
+    name: CString,
+    content: Vec<u8>,
+    /// Owner it gets at creation; `creation_mode` is final when `mode_set`.
     owner_now: (u32, u32),
+    creation_mode: libc::mode_t,
     mode_set: bool,
-) -> Result<()> {
-    let mut file = File::from(fd);
-    file.write_all(content)
-        .map_err(|err| io_entry(&e.name, "writing the file", err))?;
-    finish_fd(file.as_raw_fd(), e, owner_now, true, mode_set)
+}
+
+impl NewFile {
+    /// Creates it in `parent` (where nothing of its name exists), then content, owner, mode
+    /// and times.
+    fn create(&self, parent: RawFd, e: &Entry) -> Result<()> {
+        let fd = fsops::openat(
+            parent,
+            &self.name,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+            self.creation_mode,
+        )
+        .map_err(|err| io_entry(&e.name, "creating the file", err))?;
+        let mut file = File::from(fd);
+        file.write_all(&self.content)
+            .map_err(|err| io_entry(&e.name, "writing the file", err))?;
+        finish_fd(file.as_raw_fd(), e, self.owner_now, true, self.mode_set)
+    }
 }
 
 /// Owner, xattrs, mode (after chown, which clears setuid bits and capabilities), times.
