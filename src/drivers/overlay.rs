@@ -221,14 +221,13 @@ impl Overlay {
     /// Removes the short links in l/ that point at `id`'s diff (a scan of l/, for the rare layer
     /// whose `link` file is missing).
     fn remove_links_to(&self, id: &str) {
-        let target = PathBuf::from(format!("../{id}/diff"));
-        let Ok(entries) = std::fs::read_dir(self.home.join("l")) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            if std::fs::read_link(entry.path()).is_ok_and(|t| t == target) {
-                let _ = std::fs::remove_file(entry.path());
-            }
+        let links = self.home.join("l");
+        let target = format!("../{id}/diff");
+        for (name, _) in list_short_links(&links)
+            .into_iter()
+            .filter(|(_, t)| *t == target)
+        {
+            let _ = std::fs::remove_file(links.join(name));
         }
     }
 
@@ -380,6 +379,23 @@ fn split_mount_options(options: &[String]) -> (nix::mount::MsFlags, Vec<String>)
         }
     }
     (flags, data)
+}
+
+/// The short links in `links` (an overlay home's l/) and their targets, sorted by name; an
+/// entry that is not a link has an empty target.
+pub fn list_short_links(links: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(links) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let target = std::fs::read_link(e.path())
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            out.push((name, target));
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Name of the file system type a path is on, as containers/storage reports it.

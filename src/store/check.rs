@@ -411,7 +411,7 @@ impl Store {
         }
         if self.driver.kind() == DriverKind::Overlay {
             let links = self.graph_root.join("overlay").join("l");
-            for (name, target) in list_symlinks(&links) {
+            for (name, target) in crate::drivers::overlay::list_short_links(&links) {
                 let owner = target
                     .strip_prefix("../")
                     .and_then(|t| t.strip_suffix("/diff"))
@@ -1155,22 +1155,6 @@ fn valid_link_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
-}
-
-/// (name, target) of the symlinks in a directory; other entries are listed with an empty target.
-fn list_symlinks(dir: &Path) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let target = std::fs::read_link(e.path())
-                .map(|t| t.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            out.push((name, target));
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Seconds since the epoch of an RFC 3339 time as Go writes it ("2026-11-23T05:49:05.65Z",

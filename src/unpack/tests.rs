@@ -1285,6 +1285,27 @@ fn bench_50k_small_files() {
 // What later entries and errors see of a file written before them (the contract kept with
 // the writer threads of src/unpack/writers.rs).
 
+/// Small files of an overlay layer go to the writer threads (wherever two CPUs are available;
+/// the speed itself is shown by bench/run.sh, not here).
+#[test]
+fn small_files_of_an_overlay_layer_go_to_the_writers() {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("SKIP: one CPU, so the layer is written without writer threads");
+        return;
+    }
+    let e = env();
+    let mut t = TarW::default();
+    for i in 0..300 {
+        t.file(&format!("f{i}"), b"small\n", 0o644, 0, 0);
+    }
+    let tar = t.finish();
+    let before = super::writers::SUBMITTED.load(std::sync::atomic::Ordering::Relaxed);
+    apply_layer(&tar[..], &e.dest, &ApplyOptions::default(), None).unwrap();
+    let after = super::writers::SUBMITTED.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(after - before >= 300, "only {} handed over", after - before);
+    assert_eq!(fs::read(e.dest.join("f299")).unwrap(), b"small\n");
+}
+
 #[test]
 fn hard_links_and_replacements_see_completed_writes() {
     let e = env();

@@ -16,6 +16,11 @@ pub(super) type Job = Box<dyn FnOnce() -> Result<()> + Send>;
 /// Jobs queued per worker before `submit` blocks (at most 64 KiB of content each).
 const QUEUE: usize = 64;
 
+/// Jobs ever submitted in this process, so that a test can tell files went to the writers.
+#[cfg(test)]
+pub(super) static SUBMITTED: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
 pub(super) struct FileWriters {
     queues: Vec<SyncSender<Job>>,
     results: Receiver<Result<()>>,
@@ -72,6 +77,8 @@ impl FileWriters {
             .send(job)
             .map_err(|_| Error::internal("a file-writer thread ended early"))?;
         self.in_flight += 1;
+        #[cfg(test)]
+        SUBMITTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
